@@ -1,0 +1,123 @@
+"""One entry point to render Gaussians, with the backend picked by the device of the tensors:
+gsplat's CUDA kernels on CUDA, our pure-PyTorch rasterizer everywhere else (CPU, MPS).
+
+Inputs and outputs are those of `gsplat.rasterization` (the subset TinySplat uses), so a model and a
+densification strategy see the same `info` whichever backend ran.
+"""
+
+from typing import Dict, Literal, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from tinysplat_ns.core.projection import camera_centers, project_gaussians
+from tinysplat_ns.core.rasterize_torch import plan_tiles, rasterize_to_pixels
+from tinysplat_ns.core.sh import eval_sh
+
+RenderMode = Literal["RGB", "RGB+ED"]
+RasterizeMode = Literal["classic", "antialiased"]
+Backend = Literal["auto", "gsplat", "torch"]
+
+
+def pick_backend(device: torch.device, backend: Backend = "auto") -> Literal["gsplat", "torch"]:
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" else "torch"
+    if backend == "gsplat" and device.type != "cuda":
+        # gsplat's ops need CUDA tensors; on a CPU they would try to build CUDA code instead.
+        raise ValueError(f"the gsplat backend needs CUDA tensors, these are on {device}: use backend='torch'")
+    return backend
+
+
+def rasterization(
+    means: Tensor,  # [N, 3]
+    quats: Tensor,  # [N, 4]
+    scales: Tensor,  # [N, 3]
+    opacities: Tensor,  # [N]
+    colors: Tensor,  # [N, K, 3] SH coefficients with sh_degree, else [N, D]
+    viewmats: Tensor,  # [C, 4, 4] world-to-camera, OpenCV axes
+    Ks: Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    sh_degree: Optional[int] = None,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    backgrounds: Optional[Tensor] = None,  # [C, D]
+    render_mode: RenderMode = "RGB",
+    rasterize_mode: RasterizeMode = "classic",
+    absgrad: bool = False,
+    backend: Backend = "auto",
+    tile_size: int = 8,
+    chunk: int = 32,
+) -> Tuple[Tensor, Tensor, Dict]:
+    """Render C cameras: colours [C, H, W, D(+1 depth)], alphas [C, H, W, 1] and gsplat's `info`."""
+    if render_mode not in ("RGB", "RGB+ED"):
+        raise ValueError(f"render_mode must be 'RGB' or 'RGB+ED', got {render_mode!r}")
+    if rasterize_mode not in ("classic", "antialiased"):
+        raise ValueError(f"rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
+    if pick_backend(means.device, backend) == "gsplat":
+        from gsplat.rendering import rasterization as gsplat_rasterization
+
+        return gsplat_rasterization(
+            means=means, quats=quats, scales=scales, opacities=opacities, colors=colors,
+            viewmats=viewmats, Ks=Ks, width=width, height=height, sh_degree=sh_degree,
+            near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, backgrounds=backgrounds,
+            render_mode=render_mode, rasterize_mode=rasterize_mode, absgrad=absgrad, packed=False,
+        )  # fmt: skip
+    return _torch_rasterization(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, near_plane,
+        far_plane, eps2d, backgrounds, render_mode, rasterize_mode, absgrad, tile_size, chunk,
+    )  # fmt: skip
+
+
+def _torch_rasterization(
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, near_plane,
+    far_plane, eps2d, backgrounds, render_mode, rasterize_mode, absgrad, tile_size, chunk,
+):  # fmt: skip
+    C, N = viewmats.shape[0], means.shape[0]
+    proj = project_gaussians(
+        means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
+        far_plane=far_plane, with_compensation=rasterize_mode == "antialiased",
+    )  # fmt: skip
+    if sh_degree is None:
+        colors = colors.expand(C, N, colors.shape[-1])
+    else:
+        dirs = means[None] - camera_centers(viewmats)[:, None]
+        colors = torch.clamp_min(eval_sh(sh_degree, dirs, colors[None]) + 0.5, 0.0)  # [C, N, 3]
+    if render_mode == "RGB+ED":
+        colors = torch.cat([colors, proj.depths[..., None]], dim=-1)
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], dim=-1)
+    opacities = opacities.expand(C, N)
+    if proj.compensations is not None:
+        opacities = opacities * proj.compensations
+
+    info = {
+        "means2d": proj.means2d, "radii": proj.radii, "depths": proj.depths, "conics": proj.conics,
+        "opacities": opacities, "camera_ids": None, "gaussian_ids": None, "width": width,
+        "height": height, "n_cameras": C, "tile_size": tile_size, "n_isects": 0,
+    }  # fmt: skip
+    absgrad_sink = None
+    if absgrad:
+        absgrad_sink = torch.zeros_like(proj.means2d, requires_grad=False)
+        proj.means2d.absgrad = absgrad_sink  # filled by the backward pass, read by the strategy
+
+    images, alphas = [], []
+    for c in range(C):
+        plan = plan_tiles(
+            proj.means2d[c].detach(), proj.conics[c].detach(), opacities[c].detach(),
+            proj.depths[c].detach(), proj.radii[c], width, height, tile_size, chunk,
+        )  # fmt: skip
+        info["n_isects"] += plan.n_isects
+        image, alpha = rasterize_to_pixels(
+            proj.means2d[c], proj.conics[c], colors[c], opacities[c], plan,
+            background=None if backgrounds is None else backgrounds[c],
+            absgrad_out=None if absgrad_sink is None else absgrad_sink[c],
+        )  # fmt: skip
+        images.append(image)
+        alphas.append(alpha)
+    render_colors, render_alphas = torch.stack(images), torch.stack(alphas)
+    if render_mode == "RGB+ED":
+        depth = render_colors[..., -1:] / render_alphas.clamp(min=1e-10)
+        render_colors = torch.cat([render_colors[..., :-1], depth], dim=-1)
+    return render_colors, render_alphas, info
