@@ -1,0 +1,32 @@
+# `make demo`: set up and train TinySplat on the bundled real scene (CPU).
+# `make test`: set up and run the whole test suite (what CI runs).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+SCENE ?= ../shared/data/tumbler
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@# open3d, which ns-export imports, needs libusb on a bare Debian machine
+	@ldconfig -p | grep -q libusb-1.0.so.0 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libusb-1.0-0; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq libusb-1.0-0; fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 nerfstudio==1.1.5
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh $(SCENE)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: setup
+	$(VENV)/bin/python benchmarks/rasterizer.py
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,115 @@
+"""Nerfstudio's full-image datamanager, with the scene checked before training starts.
+
+A bad scene ends in one line that names the file and the fix (a `SceneError`, which exits like
+`sys.exit(message)`), not in a traceback from deep inside a dataparser or an image loader.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Type, Union
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParserConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.utils.rich_utils import CONSOLE
+
+
+class SceneError(SystemExit):
+    """The scene cannot be trained on; the message says which file and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+class CheckedDataset(InputDataset):
+    """Images that are missing, undecodable or of another size than their camera fail by name."""
+
+    def get_numpy_image(self, image_idx: int) -> npt.NDArray[np.uint8]:
+        path = Path(self._dataparser_outputs.image_filenames[image_idx])
+        if not path.exists():
+            raise SceneError(f"{path}: image is listed in the scene but missing; restore it or remove its frame")
+        try:
+            image = super().get_numpy_image(image_idx)
+        except Exception as e:  # PIL raises many types for a broken file
+            raise SceneError(f"{path}: cannot decode image ({e}); replace the file or remove its frame") from None
+        height, width = int(self.cameras.height[image_idx]), int(self.cameras.width[image_idx])
+        if image.shape[:2] != (height, width):
+            raise SceneError(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} but its camera is {width}x{height}; "
+                "fix the intrinsics (w, h, fl_x, ...) or resize the image"
+            )
+        return image
+
+
+@dataclass
+class CheckedDatamanagerConfig(FullImageDatamanagerConfig):
+    _target: Type = field(default_factory=lambda: CheckedDatamanager)
+
+
+class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
+    def __init__(
+        self,
+        config: CheckedDatamanagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
+        if config.data is not None:
+            config.dataparser.data = Path(config.data)
+        check_scene_layout(config.dataparser)
+        try:
+            super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        except SceneError:
+            raise
+        except Exception as e:  # a dataparser's own failure, e.g. a malformed pose file
+            parser = type(config.dataparser).__name__.replace("DataParserConfig", "")
+            raise SceneError(
+                f"{config.dataparser.data}: Nerfstudio's {parser} parser could not read the scene "
+                f"({type(e).__name__}: {e}); check its pose files"
+            ) from None
+        if test_mode != "inference":
+            for dataset in (self.train_dataset, self.eval_dataset):
+                missing = [p for p in dataset._dataparser_outputs.image_filenames if not Path(p).exists()]
+                if missing:
+                    raise SceneError(
+                        f"{missing[0]}: image is listed in the scene but missing ({len(missing)} missing in all); "
+                        "restore it or remove its frame"
+                    )
+
+
+def check_scene_layout(dataparser) -> None:
+    """The files each dataparser needs, before it runs."""
+    data = dataparser.data
+    if data is None or str(data) in ("", "."):
+        raise SceneError("no scene given; pass --data <scene folder>")
+    data = Path(data)
+    if not data.exists():
+        raise SceneError(f"{data}: no such scene folder; pass --data <scene folder>")
+    if isinstance(dataparser, NerfstudioDataParserConfig):
+        poses = data if data.suffix == ".json" else data / "transforms.json"
+        if not poses.exists():
+            hint = " (it has sparse/0: use `ns-train tinysplat colmap --data ...`)" if (data / "sparse/0").is_dir() else ""
+            raise SceneError(f"{poses}: no poses; run ns-process-data on the photos{hint}")
+    elif isinstance(dataparser, ColmapDataParserConfig):
+        if not (data / dataparser.colmap_path).is_dir():
+            for candidate in (Path("sparse/0"), Path("sparse")):
+                if (data / candidate / "cameras.bin").exists() or (data / candidate / "cameras.txt").exists():
+                    CONSOLE.print(f"COLMAP model found at {data / candidate} (not at {dataparser.colmap_path})")
+                    dataparser.colmap_path = candidate
+                    break
+            else:
+                raise SceneError(
+                    f"{data / dataparser.colmap_path}: no COLMAP model (cameras, images, points3D); "
+                    "point --colmap-path at it"
+                )
+    elif isinstance(dataparser, BlenderDataParserConfig):
+        if not (data / "transforms_train.json").exists():
+            raise SceneError(f"{data / 'transforms_train.json'}: no poses; this is not a Blender-format scene")

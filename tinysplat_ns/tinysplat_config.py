@@ -1,0 +1,70 @@
+"""The `tinysplat` method for `ns-train`, registered through the `nerfstudio.method_configs` entry point."""
+
+import torch
+
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from tinysplat_ns.data import CheckedDatamanagerConfig
+from tinysplat_ns.schedulers import FloatExponentialDecaySchedulerConfig
+from tinysplat_ns.tinysplat_model import TinySplatModelConfig
+
+
+def adam(lr: float) -> AdamOptimizerConfig:
+    return AdamOptimizerConfig(lr=lr, eps=1e-15)
+
+
+def tinysplat_trainer(max_steps: int = 30000) -> TrainerConfig:
+    """3DGS with splatfacto's published schedule; CUDA when there is a GPU, CPU otherwise."""
+    return TrainerConfig(
+        method_name="tinysplat",
+        steps_per_eval_image=100,
+        steps_per_eval_batch=0,
+        steps_per_save=2000,
+        steps_per_eval_all_images=1000,
+        max_num_iterations=max_steps,
+        mixed_precision=False,
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        pipeline=VanillaPipelineConfig(
+            datamanager=CheckedDatamanagerConfig(
+                dataparser=NerfstudioDataParserConfig(load_3D_points=True),
+                cache_images_type="uint8",
+            ),
+            model=TinySplatModelConfig(),
+        ),
+        optimizers={
+            "means": {
+                "optimizer": adam(1.6e-4),
+                "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=max_steps),
+            },
+            "features_dc": {"optimizer": adam(0.0025), "scheduler": None},
+            "features_rest": {"optimizer": adam(0.0025 / 20), "scheduler": None},
+            "opacities": {"optimizer": adam(0.05), "scheduler": None},
+            "scales": {"optimizer": adam(0.005), "scheduler": None},
+            "quats": {"optimizer": adam(0.001), "scheduler": None},
+            "camera_opt": {
+                "optimizer": adam(1e-4),
+                "scheduler": FloatExponentialDecaySchedulerConfig(
+                    lr_final=5e-7, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0
+                ),
+            },
+            "bilateral_grid": {
+                "optimizer": adam(2e-3),
+                "scheduler": FloatExponentialDecaySchedulerConfig(
+                    lr_final=1e-4, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0
+                ),
+            },
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    )
+
+
+tinysplat = MethodSpecification(
+    config=tinysplat_trainer(),
+    description="Gaussian Splatting on CPU (pure PyTorch rasterizer) or CUDA (gsplat)",
+)

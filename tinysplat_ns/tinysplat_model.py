@@ -1,0 +1,263 @@
+"""TinySplat's Nerfstudio model.
+
+It subclasses `SplatfactoModel` only because Nerfstudio 1.1.5's viewer and `ns-export gaussian-splat`
+recognise Gaussian models with `isinstance(model, SplatfactoModel)`; it keeps splatfacto's parameter
+names and properties (`means`, `shs_0`, `opacities`, ...) for them, and replaces everything that
+would tie it to CUDA or the network: initialisation (no `.cuda()`), rasterization (TinySplat's
+backends), densification, loss and metrics (LPIPS only from weights already on disk).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.model_components.lib_bilagrid import BilateralGrid, total_variation_loss
+from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, random_quat_tensor
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from tinysplat_ns.core.losses import PhotometricLoss
+from tinysplat_ns.core.rasterization import rasterization
+from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh
+from tinysplat_ns.core.strategies.adc import ADCStrategy
+
+
+@dataclass
+class TinySplatModelConfig(SplatfactoModelConfig):
+    """TinySplat: 3D Gaussian Splatting that trains on CPU (pure PyTorch) and on CUDA (gsplat)."""
+
+    _target: Type = field(default_factory=lambda: TinySplatModel)
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """Rasterizer: "auto" picks gsplat's CUDA kernels on CUDA and TinySplat's PyTorch one elsewhere."""
+    max_gaussians: int = 0
+    """Hard cap on the number of Gaussians (0: no cap); the least opaque go first."""
+
+
+def viewmats_from_c2w(camera_to_worlds: Tensor) -> Tensor:
+    """Nerfstudio's camera-to-world [C, 3, 4] (OpenGL axes) -> world-to-camera [C, 4, 4] (OpenCV)."""
+    rot = camera_to_worlds[:, :3, :3] * torch.tensor([1.0, -1.0, -1.0], device=camera_to_worlds.device)
+    rot_inv = rot.transpose(1, 2)
+    viewmats = torch.eye(4, device=camera_to_worlds.device, dtype=camera_to_worlds.dtype).repeat(len(rot), 1, 1)
+    viewmats[:, :3, :3] = rot_inv
+    viewmats[:, :3, 3:4] = -rot_inv @ camera_to_worlds[:, :3, 3:4]
+    return viewmats
+
+
+def lpips_weights_path() -> Path:
+    """Where torchvision keeps the AlexNet weights that torchmetrics' LPIPS needs."""
+    from torchvision.models import AlexNet_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.DEFAULT.url).name
+
+
+def load_lpips() -> Optional[torch.nn.Module]:
+    """LPIPS when its weights are already on disk; never a download (no network is assumed)."""
+    path = lpips_weights_path()
+    if not path.exists():
+        CONSOLE.print(f"LPIPS skipped: its AlexNet weights are not at {path} (PSNR and SSIM are computed)")
+        return None
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    return LearnedPerceptualImagePatchSimilarity(normalize=True)
+
+
+class TinySplatModel(SplatfactoModel):
+    config: TinySplatModelConfig
+
+    def populate_modules(self):
+        means, rgb = self._initial_points()
+        n = len(means)
+        distances, _ = self.k_nearest_sklearn(means, 3)
+        avg_dist = torch.from_numpy(distances).mean(dim=-1, keepdim=True).clamp(min=1e-7)
+        features = torch.zeros(n, num_sh_bases(self.config.sh_degree), 3)
+        if self.config.sh_degree > 0:
+            features[:, 0] = rgb_to_sh(rgb)
+        else:  # degree 0 stores colours behind a sigmoid, as splatfacto does
+            features[:, 0] = torch.logit(rgb, eps=1e-10)
+        self.gauss_params = torch.nn.ParameterDict(
+            {
+                "means": Parameter(means),
+                "scales": Parameter(torch.log(avg_dist.repeat(1, 3))),
+                "quats": Parameter(random_quat_tensor(n)),
+                "features_dc": Parameter(features[:, 0].contiguous()),
+                "features_rest": Parameter(features[:, 1:].contiguous()),
+                "opacities": Parameter(torch.logit(0.1 * torch.ones(n, 1))),
+            }
+        )
+        self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+
+        from torchmetrics.image import PeakSignalNoiseRatio
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.photometric = PhotometricLoss(self.config.ssim_lambda)
+        self.ssim = self.photometric.ssim
+        self.lpips = None  # loaded on first evaluation, only from disk
+        self.step = 0
+        self.crop_box = None
+        if self.config.background_color == "random":
+            # the viewer's default background, used when rendering (training draws random ones)
+            self.background_color = torch.tensor([0.1490, 0.1647, 0.2157])
+        else:
+            from nerfstudio.utils.colors import get_color
+
+            self.background_color = get_color(self.config.background_color)
+        if self.config.use_bilateral_grid:
+            self.bil_grids = BilateralGrid(
+                num=self.num_train_data,
+                grid_X=self.config.grid_shape[0],
+                grid_Y=self.config.grid_shape[1],
+                grid_W=self.config.grid_shape[2],
+            )
+        self.strategy = ADCStrategy(
+            prune_opa=self.config.cull_alpha_thresh,
+            grow_grad2d=self.config.densify_grad_thresh,
+            grow_scale3d=self.config.densify_size_thresh,
+            grow_scale2d=self.config.split_screen_size,
+            prune_scale3d=self.config.cull_scale_thresh,
+            prune_scale2d=self.config.cull_screen_size,
+            refine_scale2d_stop_iter=self.config.stop_screen_size_at,
+            refine_start_iter=self.config.warmup_length,
+            refine_stop_iter=self.config.stop_split_at,
+            reset_every=self.config.reset_alpha_every * self.config.refine_every,
+            refine_every=self.config.refine_every,
+            pause_refine_after_reset=self.num_train_data + self.config.refine_every,
+            absgrad=self.config.use_absgrad,
+            max_gaussians=self.config.max_gaussians,
+        )
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    def _initial_points(self) -> Tuple[Tensor, Tensor]:
+        """Means [N, 3] and colours [N, 3] in [0, 1]: the SfM points, or random ones."""
+        if self.seed_points is not None and not self.config.random_init:
+            means, colors = self.seed_points
+            if len(means) >= 4:
+                return means.float().clone(), (colors.float() / 255.0).clamp(0, 1)
+            CONSOLE.print(
+                f"[bold yellow]Warning: the scene has {len(means)} sparse points; starting from "
+                f"{self.config.num_random} random Gaussians instead (--pipeline.model.num-random)"
+            )
+        elif not self.config.random_init:
+            CONSOLE.print(
+                f"[bold yellow]Warning: the scene has no sparse points (sparse_pc.ply / points3D); starting "
+                f"from {self.config.num_random} random Gaussians (--pipeline.model.num-random)"
+            )
+        means = (torch.rand(self.config.num_random, 3) - 0.5) * self.config.random_scale
+        return means, torch.rand(self.config.num_random, 3)
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        return [
+            TrainingCallback(
+                [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                self.step_cb,
+                args=[training_callback_attributes.optimizers],
+            ),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward),
+        ]
+
+    def step_cb(self, optimizers: Optimizers, step):
+        self.step = step
+        self.optimizers = optimizers.optimizers
+
+    def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
+        if not isinstance(camera, Cameras):
+            raise TypeError(f"TinySplat renders Cameras, got {type(camera).__name__}")
+        if self.training:
+            if camera.shape[0] != 1:
+                raise ValueError("TinySplat trains on one camera at a time")
+            camera_to_worlds = self.camera_optimizer.apply_to_camera(camera)
+        else:
+            camera_to_worlds = camera.camera_to_worlds
+
+        params = {name: self.gauss_params[name] for name in self.gauss_params.keys()}
+        if self.crop_box is not None and not self.training:
+            inside = self.crop_box.within(self.means).squeeze()
+            if inside.sum() == 0:
+                return self.get_empty_outputs(
+                    int(camera.width.item()), int(camera.height.item()), self.background_color
+                )
+            params = {name: value[inside] for name, value in params.items()}
+
+        scale = self._get_downscale_factor()
+        camera.rescale_output_resolution(1 / scale)
+        Ks = camera.get_intrinsics_matrices().to(self.device)
+        width, height = int(camera.width.item()), int(camera.height.item())
+        camera.rescale_output_resolution(scale)
+        self.last_size = (height, width)
+
+        render_mode = "RGB+ED" if self.config.output_depth_during_training or not self.training else "RGB"
+        if self.config.sh_degree > 0:
+            sh_degree = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+            colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)
+        else:
+            sh_degree = None
+            colors = torch.sigmoid(params["features_dc"])
+        background = self._get_background_color()
+        render, alpha, self.info = rasterization(
+            means=params["means"],
+            quats=params["quats"],
+            scales=torch.exp(params["scales"]),
+            opacities=torch.sigmoid(params["opacities"]).squeeze(-1),
+            colors=colors,
+            viewmats=viewmats_from_c2w(camera_to_worlds).to(self.device),
+            Ks=Ks,
+            width=width,
+            height=height,
+            sh_degree=sh_degree,
+            render_mode=render_mode,
+            rasterize_mode=self.config.rasterize_mode,
+            absgrad=self.strategy.absgrad,
+            backend=self.config.backend,
+        )
+        if self.training:
+            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+
+        rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
+        if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:
+            rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], height, width)
+        depth = None
+        if render_mode == "RGB+ED":
+            depth = torch.where(alpha > 0, render[..., 3:4], render[..., 3:4].detach().max()).squeeze(0)
+        if not self.training:
+            background = background.expand(height, width, 3)
+        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+        pred = outputs["rgb"]
+        if "mask" in batch:
+            mask = self._downscale_if_required(batch["mask"]).to(self.device)
+            gt, pred = gt * mask, pred * mask
+        loss_dict = {"main_loss": self.photometric(pred, gt)}
+        if self.config.use_scale_regularization and self.step % 10 == 0:
+            scale = torch.exp(self.scales)
+            ratio = scale.amax(dim=-1) / scale.amin(dim=-1)
+            loss_dict["scale_reg"] = 0.1 * torch.clamp(ratio - self.config.max_gauss_ratio, min=0).mean()
+        if self.training:
+            self.camera_optimizer.get_loss_dict(loss_dict)
+            if self.config.use_bilateral_grid:
+                loss_dict["tv_loss"] = 10 * total_variation_loss(self.bil_grids.grids)
+        return loss_dict
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+        pred = outputs["rgb"]
+        images = {"img": torch.cat([gt, pred], dim=1)}
+        gt, pred = gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None]
+        metrics = {"psnr": float(self.psnr(gt, pred).item()), "ssim": float(self.ssim(gt, pred))}
+        if self.lpips is None and not getattr(self, "_lpips_checked", False):
+            self._lpips_checked = True
+            self.lpips = load_lpips()
+        if self.lpips is not None:
+            self.lpips = self.lpips.to(self.device)
+            metrics["lpips"] = float(self.lpips(gt.clamp(0, 1), pred.clamp(0, 1)))
+        return metrics, images
