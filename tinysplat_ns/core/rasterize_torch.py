@@ -1,24 +1,26 @@
 """Tile-based Gaussian rasterizer in pure PyTorch, with a hand-written backward.
 
 Compositing follows gsplat 1.4's CUDA kernel (front to back, alpha = min(0.999, o * exp(-sigma)),
-skip alpha < 1/255 and sigma < 0, stop a pixel before its transmittance falls to 1e-4), so a scene
-trained on either backend renders the same on the other.
+skip alpha < 1/255, stop a pixel before its transmittance falls to 1e-4), so a scene trained on
+either backend renders the same on the other. (gsplat also skips sigma < 0, which a projected
+covariance, positive definite, cannot give.)
 
 How it is laid out for a CPU: the image is cut into small square tiles; each tile holds its
-depth-sorted list of Gaussians, cut into chunks of `chunk` Gaussians. Work goes in waves: wave w
-composites the w-th chunk of every tile that still has one and whose pixels are not yet opaque, as
-dense [tiles, pixels, chunk] tensors, so every step is one vectorised op. A tile is dropped from
-later waves once all its pixels are done (the CPU analogue of a CUDA block's early exit). Only
-each row's starting transmittance and colour are kept for the backward pass, which recomputes
-alphas and runs all rows at once, since with those starting values rows no longer depend on each
-other. Pixel-sum reductions of the backward go through one matmul with the pixel moments
-(1, x, y, x^2, xy, y^2), instead of six elementwise products.
+depth-sorted list of Gaussians, cut into chunks of `chunk` Gaussians; a tile and one chunk make a
+row. Work goes in waves: wave w composites the w-th chunk of every tile that has one and whose
+pixels are not yet opaque, as dense [rows, pixels, chunk] tensors. A tile leaves the waves once all
+its pixels are done (the CPU analogue of a CUDA block's early exit). A Gaussian's log-alpha over a
+tile is a quadratic in the pixel position, so a row's log-alphas are one matmul of the pixels'
+monomials with the row's coefficients, and the backward pass's sums over pixels are the transposed
+matmul. The backward pass keeps only each row's starting transmittance and colour from the forward
+pass; with those, rows no longer depend on each other and it recomputes them in large batches.
 
 Which tiles a Gaussian touches comes from the exact extent of its alpha >= 1/255 ellipse (it
-depends on opacity), not from gsplat's 3-sigma square: the picture is the same one every pixel
-would get against every Gaussian, with no cut-off at 3 sigma.
+depends on opacity), not from gsplat's 3-sigma square: the picture is the one every pixel would get
+against every Gaussian, with no cut-off at 3 sigma.
 """
 
+import logging
 import math
 import os
 import warnings
@@ -141,36 +143,39 @@ def _pixel_features(tile_size: int, dtype: torch.dtype) -> Tensor:
 
 
 class _Rows:
-    """A batch of rows: a tile and one chunk of its Gaussians, each Gaussian's
-    log(o) - sigma(x, y) written as a quadratic in the tile-centred pixel position, so that the
-    log-alphas of all pixels are one matmul: features [P, 6] @ coef [R, 6, B]."""
+    """Every row of a plan: a tile and one chunk of its Gaussians, wave after wave (wave w holds the
+    w-th chunk of the first `wave_sizes[w]` tiles). Each Gaussian's log(o) - sigma(x, y) is written
+    as a quadratic in the tile-centred pixel position, so that the log-alphas of a row's pixels are
+    one matmul: features [P, 6] @ coef [6, B]."""
 
-    def __init__(self, plan: TilePlan, table: Tensor, colors: Tensor, tiles: Tensor, waves: Tensor):
+    def __init__(self, plan: TilePlan, table: Tensor, colors: Tensor):
         ts, B = plan.tile_size, plan.chunk
-        pos = plan.tile_start[tiles, None] + waves[:, None] * B + torch.arange(B)
-        inside = pos < (plan.tile_start + plan.tile_count)[tiles, None]
+        sizes = torch.tensor(plan.wave_sizes, dtype=torch.long)
+        self.wave_start = [0] + torch.cumsum(sizes, 0).tolist()
+        self.tiles = torch.cat([torch.arange(n) for n in plan.wave_sizes]) if plan.wave_sizes else sizes
+        waves = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        pos = plan.tile_start[self.tiles, None] + waves[:, None] * B + torch.arange(B)
+        inside = pos < (plan.tile_start + plan.tile_count)[self.tiles, None]
         sentinel = table.shape[0] - 1
         self.gids = torch.where(inside, plan.isect_gids[pos.clamp(max=max(plan.n_isects - 1, 0))], sentinel)
         g = table[self.gids]  # [R, B, 6]: x, y, a, b, c, opacity
-        tile_ids = plan.tile_ids[tiles]
+        tile_ids = plan.tile_ids[self.tiles]
         centre_x = ((tile_ids % plan.tiles_x) * ts).to(table.dtype) + 0.5 * ts
         centre_y = ((tile_ids // plan.tiles_x) * ts).to(table.dtype) + 0.5 * ts
-        self.mx = g[..., 0] - centre_x[:, None]
-        self.my = g[..., 1] - centre_y[:, None]
-        self.a, self.b, self.c, self.o = g[..., 2], g[..., 3], g[..., 4], g[..., 5]
+        mx, my = g[..., 0] - centre_x[:, None], g[..., 1] - centre_y[:, None]
+        a, b, c, o = g[..., 2], g[..., 3], g[..., 4], g[..., 5]
+        self.shape = torch.stack([mx, my, a, b, c, o], dim=1)  # [R, 6, B], tile-centred
         self.colors = colors[self.gids]  # [R, B, D + 1]
         # sigma = a/2 (x-mx)^2 + b (x-mx)(y-my) + c/2 (y-my)^2, expanded in x and y
-        ax_by = self.a * self.mx + self.b * self.my
-        bx_cy = self.b * self.mx + self.c * self.my
-        sigma0 = 0.5 * self.a * self.mx**2 + self.b * self.mx * self.my + 0.5 * self.c * self.my**2
+        sigma0 = 0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my
         self.coef = torch.stack(
-            [-0.5 * self.a, -self.b, -0.5 * self.c, ax_by, bx_cy, torch.log(self.o) - sigma0], dim=1
+            [-0.5 * a, -b, -0.5 * c, a * mx + b * my, b * mx + c * my, torch.log(o) - sigma0], dim=1
         )  # [R, 6, B]; log(0) = -inf for the sentinel gives alpha 0
 
-    def grad_from_coef(self, v_coef: Tensor) -> Tensor:
+    def grad_from_coef(self, rows: Tensor, v_coef: Tensor) -> Tensor:
         """Chain rule from d/dcoef [R, 6, B] to d/d(x, y, a, b, c, opacity) [R, B, 6]."""
         v0, v1, v2, v3, v4, v5 = v_coef.unbind(1)
-        mx, my, a, b, c = self.mx, self.my, self.a, self.b, self.c
+        mx, my, a, b, c, o = self.shape[rows].unbind(1)
         return torch.stack(
             [
                 a * v3 + b * v4 - (a * mx + b * my) * v5,
@@ -178,7 +183,7 @@ class _Rows:
                 -0.5 * v0 + mx * v3 - 0.5 * mx * mx * v5,
                 -v1 + my * v3 + mx * v4 - mx * my * v5,
                 -0.5 * v2 + my * v4 - 0.5 * my * my * v5,
-                torch.where(self.o > 0, v5 / self.o, torch.zeros_like(v5)),
+                torch.where(o > 0, v5 / o, torch.zeros_like(v5)),
             ],
             dim=-1,
         )
@@ -258,6 +263,8 @@ class _Kernel:
 
     def __call__(self, *args):
         if self.compiled is not None:
+            # Inductor's C++ build notes that no CUDA runtime exists, which is expected on a CPU.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             try:
                 return self.compiled(*args)
             except Exception as e:  # no C++ compiler, an unsupported platform, ...
@@ -287,18 +294,17 @@ class RasterizeToPixels(torch.autograd.Function):
         t_start = inside[plan.tile_ids]  # padding pixels start opaque: never drawn
         t_open = t_start.clone()  # transmittance with no cut-off: drives the stop test
         acc = torch.zeros(len(plan.tile_ids), P, D + 1, dtype=dtype)
-        row_tiles, row_waves, row_t, row_acc = [], [], [], []
+        rows = _Rows(plan, table, colors_s)
+        done_rows, row_t, row_acc = [], [], []
         alive = torch.ones(len(plan.tile_ids), dtype=torch.bool)
         for w, n in enumerate(plan.wave_sizes):
             tiles = torch.nonzero(alive[:n]).squeeze(1)
             if len(tiles) == 0:
                 break
-            waves = torch.full_like(tiles, w)
-            rows = _Rows(plan, table, colors_s, tiles, waves)
+            wave_rows = rows.wave_start[w] + tiles
             t0 = t_open[tiles]
-            added, t_end = _wave_forward(features, rows.coef, rows.colors, t0)
-            row_tiles.append(tiles)
-            row_waves.append(waves)
+            added, t_end = _wave_forward(features, rows.coef[wave_rows], rows.colors[wave_rows], t0)
+            done_rows.append(wave_rows)
             row_t.append(t0)
             row_acc.append(acc[tiles, :, :D])
             acc[tiles] += added
@@ -314,22 +320,18 @@ class RasterizeToPixels(torch.autograd.Function):
         def cat(parts, empty_shape, dtype=dtype):
             return torch.cat(parts) if parts else torch.zeros(empty_shape, dtype=dtype)
 
-        ctx.plan, ctx.absgrad_out = plan, absgrad_out
+        ctx.plan, ctx.rows, ctx.absgrad_out = plan, rows, absgrad_out
         ctx.has_background = background is not None
-        ctx.save_for_backward(
-            table, colors_s,
-            cat(row_tiles, (0,), torch.long), cat(row_waves, (0,), torch.long),
-            cat(row_t, (0, P)), cat(row_acc, (0, P, D)), out, t_final,
-        )  # fmt: skip
+        ctx.n_gaussians = len(means2d)
+        ctx.save_for_backward(cat(done_rows, (0,), torch.long), cat(row_t, (0, P)), cat(row_acc, (0, P, D)), out, t_final)
         return image, alpha_img
 
     @staticmethod
     def backward(ctx, v_image, v_alpha_img):
         plan: TilePlan = ctx.plan
-        table, colors_s, row_tiles, row_waves, row_t, row_acc, out, t_final = ctx.saved_tensors
-        dtype = table.dtype
-        N = table.shape[0] - 1
-        D = colors_s.shape[-1] - 1
+        rows: _Rows = ctx.rows
+        done_rows, row_t, row_acc, out, t_final = ctx.saved_tensors
+        dtype, N, D = out.dtype, ctx.n_gaussians, out.shape[-1]
         features = _pixel_features(plan.tile_size, dtype)
 
         g = _image_to_tiles(v_image, plan)[plan.tile_ids]  # [T, P, D]
@@ -340,17 +342,17 @@ class RasterizeToPixels(torch.autograd.Function):
         v_colors = torch.zeros(N + 1, D + 1, dtype=dtype)
         v_abs = torch.zeros(N + 1, 2, dtype=dtype) if ctx.absgrad_out is not None else None
         rows_per_batch = max(1, (1 << 21) // (plan.tile_size**2 * plan.chunk))
-        for s in range(0, len(row_tiles), rows_per_batch):
+        for s in range(0, len(done_rows), rows_per_batch):
             sl = slice(s, s + rows_per_batch)
-            tiles = row_tiles[sl]
-            rows = _Rows(plan, table, colors_s, tiles, row_waves[sl])
+            batch = done_rows[sl]
+            tiles = rows.tiles[batch]
             gt = g[tiles]  # [R, P, D]
             v_coef, v_col, v_abs_rows = _rows_backward(
-                features, rows.coef, rows.colors[..., :D], row_t[sl], (row_acc[sl] * gt).sum(-1), gt,
-                final_term[tiles], torch.stack([rows.mx, rows.my, rows.a, rows.b, rows.c], dim=1), v_abs is not None,
+                features, rows.coef[batch], rows.colors[batch, :, :D], row_t[sl], (row_acc[sl] * gt).sum(-1), gt,
+                final_term[tiles], rows.shape[batch, :5], v_abs is not None,
             )  # fmt: skip
-            v_rows = rows.grad_from_coef(v_coef)  # [R, B, 6]
-            gids = rows.gids.reshape(-1)
+            v_rows = rows.grad_from_coef(batch, v_coef)  # [R, B, 6]
+            gids = rows.gids[batch].reshape(-1)
             v_table.index_add_(0, gids, v_rows.reshape(-1, 6))
             v_colors[:, :D].index_add_(0, gids, v_col.reshape(-1, D))
             if v_abs is not None:
