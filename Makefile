@@ -10,10 +10,12 @@ SCENE ?= ../shared/data/tumbler
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@# open3d, which ns-export imports, needs libusb on a bare Debian machine
-	@ldconfig -p | grep -q libusb-1.0.so.0 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libusb-1.0-0; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq libusb-1.0-0; fi; }
+	@# libusb: open3d, which ns-export imports; ffmpeg: ns-render; chromium: the viewer test
+	@missing=""; ldconfig -p | grep -q libusb-1.0.so.0 || missing="libusb-1.0-0"; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; fi
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 nerfstudio==1.1.5
 	$(VENV)/bin/pip install -q -e '.[test]'

@@ -75,14 +75,11 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
                 f"{config.dataparser.data}: Nerfstudio's {parser} parser could not read the scene "
                 f"({type(e).__name__}: {e}); check its pose files"
             ) from None
+        # Decode now, so a broken image stops the run before training starts, not in its middle.
+        if test_mode == "val":  # training
+            self.cached_train
         if test_mode != "inference":
-            for dataset in (self.train_dataset, self.eval_dataset):
-                missing = [p for p in dataset._dataparser_outputs.image_filenames if not Path(p).exists()]
-                if missing:
-                    raise SceneError(
-                        f"{missing[0]}: image is listed in the scene but missing ({len(missing)} missing in all); "
-                        "restore it or remove its frame"
-                    )
+            self.cached_eval
 
 
 def check_scene_layout(dataparser) -> None:

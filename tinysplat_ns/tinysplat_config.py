@@ -1,6 +1,16 @@
-"""The `tinysplat` method for `ns-train`, registered through the `nerfstudio.method_configs` entry point."""
+"""The `tinysplat` method for `ns-train` and its presets, each registered through the
+`nerfstudio.method_configs` entry point (see pyproject.toml).
+
+A preset is a YAML file in `configs/` (installed as `tinysplat_ns.presets`): a description and the
+fields it changes on the `tinysplat` config, as dotted paths; each is the `ns-train` flag of the same
+path (`pipeline.model.max_gaussians` is `--pipeline.model.max-gaussians`).
+"""
+
+import dataclasses
+from importlib import resources
 
 import torch
+import yaml
 
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -68,3 +78,28 @@ tinysplat = MethodSpecification(
     config=tinysplat_trainer(),
     description="Gaussian Splatting on CPU (pure PyTorch rasterizer) or CUDA (gsplat)",
 )
+
+
+def preset(name: str) -> MethodSpecification:
+    """The method `name` described by `configs/<name>.yml`."""
+    source = f"configs/{name}.yml"
+    spec = yaml.safe_load(resources.files("tinysplat_ns.presets").joinpath(f"{name}.yml").read_text())
+    overrides = dict(spec.get("overrides") or {})
+    config = tinysplat_trainer(max_steps=overrides.get("max_num_iterations", 30000))
+    config.method_name = name
+    for path, value in overrides.items():
+        apply_override(config, path, value, source)
+    return MethodSpecification(config=config, description=spec["description"])
+
+
+def apply_override(config, path: str, value, source: str) -> None:
+    *parents, leaf = path.split(".")
+    target = config
+    for part in parents:
+        target = getattr(target, part, None)
+    if target is None or not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+        raise ValueError(f"{source}: {path} is not a field of the tinysplat config")
+    setattr(target, leaf, value)
+
+
+tinysplat_cpu = preset("tinysplat-cpu")

@@ -60,7 +60,7 @@ def load_lpips() -> Optional[torch.nn.Module]:
     """LPIPS when its weights are already on disk; never a download (no network is assumed)."""
     path = lpips_weights_path()
     if not path.exists():
-        CONSOLE.print(f"LPIPS skipped: its AlexNet weights are not at {path} (PSNR and SSIM are computed)")
+        CONSOLE.print(f"LPIPS skipped: its AlexNet weights are not at {path} (PSNR and SSIM are computed)", soft_wrap=True)
         return None
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -140,12 +140,14 @@ class TinySplatModel(SplatfactoModel):
                 return means.float().clone(), (colors.float() / 255.0).clamp(0, 1)
             CONSOLE.print(
                 f"[bold yellow]Warning: the scene has {len(means)} sparse points; starting from "
-                f"{self.config.num_random} random Gaussians instead (--pipeline.model.num-random)"
+                f"{self.config.num_random} random Gaussians instead (--pipeline.model.num-random)",
+                soft_wrap=True,
             )
         elif not self.config.random_init:
             CONSOLE.print(
                 f"[bold yellow]Warning: the scene has no sparse points (sparse_pc.ply / points3D); starting "
-                f"from {self.config.num_random} random Gaussians (--pipeline.model.num-random)"
+                f"from {self.config.num_random} random Gaussians (--pipeline.model.num-random)",
+                soft_wrap=True,
             )
         means = (torch.rand(self.config.num_random, 3) - 0.5) * self.config.random_scale
         return means, torch.rand(self.config.num_random, 3)

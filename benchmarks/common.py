@@ -1,0 +1,54 @@
+"""Shared set-up of the benchmarks: Gaussians and a camera from the real scene."""
+
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scene import load_cameras, load_points, scene_dir  # noqa: E402
+
+
+def scene_gaussians(n: int, seed: int = 0):
+    """`n` Gaussians spread around the scene's SfM points (resampled with a jitter of about one
+    neighbour spacing), sized by their 3 nearest neighbours, as a freshly initialised splat of that
+    size; degree-3 SH with the points' colours."""
+    from sklearn.neighbors import NearestNeighbors
+
+    gen = torch.Generator().manual_seed(seed)
+    xyz, rgb = load_points(scene_dir())
+    pick = torch.randint(0, len(xyz), (n,), generator=gen)
+    spacing = torch.tensor(NearestNeighbors(n_neighbors=2).fit(xyz.numpy()).kneighbors(xyz.numpy())[0][:, 1])
+    xyz = (xyz[pick] + spacing[pick, None] * torch.randn(n, 3, generator=gen, dtype=torch.float64)).float()
+    dist = NearestNeighbors(n_neighbors=4).fit(xyz.numpy()).kneighbors(xyz.numpy())[0][:, 1:]
+    log_scales = torch.log(torch.tensor(dist.mean(1)).float().clamp(min=1e-7))[:, None].repeat(1, 3)
+    sh = torch.zeros(n, 16, 3)
+    sh[:, 0] = (rgb[pick].float() - 0.5) / 0.28209479177387814
+    return {
+        "means": xyz,
+        "quats": torch.randn(n, 4, generator=gen),
+        "scales": log_scales.exp(),
+        "opacities": torch.full((n,), 0.5),
+        "sh": sh,
+    }
+
+
+def scene_camera(index: int = 0):
+    """A real camera of the scene at full size (300x400): world-to-camera [1, 4, 4], K [1, 3, 3], W, H."""
+    viewmats, Ks, sizes, _ = load_cameras(scene_dir())
+    width, height = sizes[index]
+    return viewmats[index : index + 1].float(), Ks[index : index + 1].float(), width, height
+
+
+def timed(fn, repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall time of `fn()` in seconds, after `warmup` untimed calls (compilation, caches)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return median(times)

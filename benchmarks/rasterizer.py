@@ -1,0 +1,135 @@
+"""CPU rasterizer benchmark: TinySplat's PyTorch rasterizer against a plain dense PyTorch rasterizer
+and against the machine's own limits, at 10k/50k/200k Gaussians on a real 300x400 camera.
+
+    .venv/bin/python benchmarks/rasterizer.py [--sizes 10000 50000 200000] [--dense-max 10000]
+
+Third-party CPU rasterizers are tried in their own environment by benchmarks/peers.sh.
+"""
+
+import argparse
+import math
+
+import torch
+from common import scene_camera, scene_gaussians, timed
+
+from tinysplat_ns.core import rasterize_torch
+from tinysplat_ns.core.projection import camera_centers, project_gaussians
+from tinysplat_ns.core.rasterization import rasterization
+from tinysplat_ns.core.sh import eval_sh
+
+
+def ours(g, camera, backward: bool):
+    params = {k: v.clone().requires_grad_(backward) for k, v in g.items()}
+    viewmat, K, width, height = camera
+    colors, alphas, info = rasterization(
+        params["means"], params["quats"], params["scales"], params["opacities"], params["sh"], viewmat, K,
+        width, height, sh_degree=3, backend="torch",
+    )  # fmt: skip
+    if backward:
+        (colors.sum() + alphas.sum()).backward()
+    return info
+
+
+def dense(g, camera, backward: bool, pixels_per_chunk: int = 2048):
+    """The plain way in PyTorch: every pixel against every (depth-sorted) Gaussian, autograd for the
+    backward pass, pixel chunks recomputed in the backward pass (checkpointing) to bound memory."""
+    params = {k: v.clone().requires_grad_(backward) for k, v in g.items()}
+    viewmat, K, width, height = camera
+    proj = project_gaussians(params["means"], params["quats"], params["scales"], viewmat, K, width, height)
+    colors = eval_sh(3, params["means"] - camera_centers(viewmat)[0], params["sh"]).add(0.5).clamp(min=0)
+    keep = (proj.radii[0] > 0).nonzero().squeeze(1)
+    keep = keep[torch.argsort(proj.depths[0, keep])]
+    means2d, conics = proj.means2d[0, keep], proj.conics[0, keep]
+    opacities, colors = params["opacities"][keep], colors[keep]
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    pixels = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).float() + 0.5
+
+    def composite(pix, means2d, conics, opacities, colors):
+        d = means2d[None] - pix[:, None]
+        a, b, c = conics.unbind(-1)
+        sigma = 0.5 * (a * d[..., 0] ** 2 + c * d[..., 1] ** 2) + b * d[..., 0] * d[..., 1]
+        alpha = torch.clamp(opacities * torch.exp(-sigma), max=0.999)
+        alpha = torch.where((sigma >= 0) & (alpha >= 1 / 255), alpha, torch.zeros_like(alpha))
+        t_after = torch.cumprod(1 - alpha, dim=1)
+        t_before = torch.cat([torch.ones_like(t_after[:, :1]), t_after[:, :-1]], 1)
+        weight = torch.where(t_after > 1e-4, alpha * t_before, torch.zeros_like(alpha))
+        return weight @ colors, weight.sum(1)
+
+    out = []
+    for start in range(0, len(pixels), pixels_per_chunk):
+        pix = pixels[start : start + pixels_per_chunk]
+        if backward:
+            out.append(torch.utils.checkpoint.checkpoint(composite, pix, means2d, conics, opacities, colors, use_reentrant=False))
+        else:
+            out.append(composite(pix, means2d, conics, opacities, colors))
+    rgb = torch.cat([o[0] for o in out])
+    if backward:
+        (rgb.sum() + torch.cat([o[1] for o in out]).sum()).backward()
+
+
+def machine_limits():
+    """What two cores can do at best: float32 matmul GFLOP/s, memory copy GB/s, exp per ns."""
+    a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    flops = 2 * 2048**3 / timed(lambda: a @ b, repeat=5)
+    big = torch.rand(64 * 2**20 // 4)
+    copy = 2 * big.numel() * 4 / timed(lambda: big.clone(), repeat=5)
+    x = torch.rand(8 * 2**20)
+    exps = x.numel() / timed(lambda: torch.exp(x), repeat=5)
+    return flops, copy, exps
+
+
+class PairCounter:
+    """Counts the pixel-Gaussian pairs that the per-row kernels evaluate in one rasterization."""
+
+    def __init__(self):
+        self.pairs = 0
+        self.forward_kernel = rasterize_torch._wave_forward
+
+    def __enter__(self):
+        def counting(features, coef, colors, t_start):
+            self.pairs += coef.shape[0] * features.shape[0] * coef.shape[2]
+            return self.forward_kernel(features, coef, colors, t_start)
+
+        rasterize_torch._wave_forward = counting
+        return self
+
+    def __exit__(self, *exc):
+        rasterize_torch._wave_forward = self.forward_kernel
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
+    parser.add_argument("--dense-max", type=int, default=10_000, help="largest size the dense peer runs at")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    camera = scene_camera(0)
+    flops, copy, exps = machine_limits()
+    print(f"threads: {torch.get_num_threads()}; machine: {flops / 1e9:.0f} GFLOP/s (float32 matmul), "
+          f"{copy / 1e9:.1f} GB/s (copy), {exps / 1e9:.2f} exp/ns")  # fmt: skip
+    header = f"{'gaussians':>9} {'isects':>8} {'pairs':>7} {'fwd ms':>7} {'fwd+bwd ms':>10} {'ns/pair':>7}"
+    header += f" {'dense fwd ms':>12} {'dense f+b ms':>12} {'vs dense f+b':>12}"
+    print(header)
+    for n in args.sizes:
+        g = scene_gaussians(n)
+        with torch.no_grad():
+            fwd = timed(lambda: ours(g, camera, backward=False))
+        both = timed(lambda: ours(g, camera, backward=True))
+        with PairCounter() as counter, torch.no_grad():
+            info = ours(g, camera, backward=False)
+        row = f"{n:>9} {info['n_isects']:>8} {counter.pairs / 1e6:>6.1f}M {fwd * 1e3:>7.0f} {both * 1e3:>10.0f}"
+        row += f" {both / counter.pairs * 1e9:>7.1f}"
+        if n <= args.dense_max:
+            with torch.no_grad():
+                dense_fwd = timed(lambda: dense(g, camera, backward=False), repeat=1, warmup=0)
+            dense_both = timed(lambda: dense(g, camera, backward=True), repeat=1, warmup=0)
+            row += f" {dense_fwd * 1e3:>12.0f} {dense_both * 1e3:>12.0f} {dense_both / both:>11.0f}x"
+        print(row)
+    # A floor for the per-pair work: ~20 flops and one exp forward, ~40 flops and one exp backward.
+    floor = 60 / flops + 2 / exps
+    print(f"compute floor at the machine's peak: {floor * 1e9:.2f} ns per pair (forward+backward)")
+    print(f"kernels compiled: {rasterize_torch._wave_forward.compiled is not None}; tile size 8, chunk 32")
+
+
+if __name__ == "__main__":
+    main()

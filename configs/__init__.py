@@ -1,0 +1,1 @@
+"""TinySplat presets: one YAML file per `ns-train` method (installed as `tinysplat_ns.presets`)."""
