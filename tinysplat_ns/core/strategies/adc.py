@@ -13,11 +13,26 @@ from gsplat.strategy.ops import remove
 @dataclass
 class ADCStrategy(DefaultStrategy):
     max_gaussians: int = 0
-    """Hard cap on the number of Gaussians (0: none). Past it, the least opaque are dropped."""
+    """Hard cap on the number of Gaussians (0: none). Growth stops at it: only the steepest
+    gradients still grow while there is room; whatever still exceeds it goes, least opaque first."""
 
     def step_post_backward(self, params, optimizers, state, step, info, packed=False):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
         enforce_budget(params, optimizers, state, self.max_gaussians)
+
+    @torch.no_grad()
+    def _grow_gs(self, params, optimizers, state, step):
+        if self.max_gaussians > 0:
+            room = self.max_gaussians - len(params["means"])
+            if room <= 0:
+                return 0, 0
+            # Each clone or split adds one Gaussian: keep the `room` steepest candidates.
+            grads = state["grad2d"] / state["count"].clamp_min(1)
+            if int((grads > self.grow_grad2d).sum()) > room:
+                keep = torch.zeros_like(grads, dtype=torch.bool)
+                keep[torch.topk(grads, room).indices] = True
+                state["grad2d"][~keep] = 0.0  # the statistics are reset after this refinement anyway
+        return super()._grow_gs(params, optimizers, state, step)
 
 
 @torch.no_grad()
