@@ -1,4 +1,4 @@
-"""Training-step time of `tinysplat-cpu` on the bundled real scene (300x400 images), through
+"""Training-step time of `tinysplat-cpu` on the bundled real scene at full size (300x400), through
 Nerfstudio's own Trainer: with the scene's 7,840 SfM points, and with N Gaussians spread around
 them (a copy of the scene whose sparse_pc.ply holds N points).
 
@@ -40,6 +40,7 @@ def scene_with_points(n: int, dst: Path) -> Path:
 def step_times(data: Path, steps: int, warmup: int = 10):
     config = copy.deepcopy(tinysplat_cpu.config)
     config.pipeline.datamanager.data = data
+    config.pipeline.model.num_downscales = 0  # full 300x400 images from the first step
     config.vis = "tensorboard"
     config.output_dir = Path(tempfile.mkdtemp())
     config.set_timestamp()
