@@ -1,14 +1,21 @@
 """Shared set-up of the benchmarks: Gaussians and a camera from the real scene."""
 
-import sys
+import os
 import time
 from pathlib import Path
 from statistics import median
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from scene import load_cameras, load_points, scene_dir  # noqa: E402
+from tinysplat_ns.core.scene import load_cameras, load_points
+
+
+def scene_dir() -> Path:
+    """The bundled real scene: ../shared/data/tumbler beside the project, or $TINYSPLAT_DATA/tumbler."""
+    root = Path(os.environ.get("TINYSPLAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (root / "tumbler").is_dir():
+        raise SystemExit(f"error: {root / 'tumbler'}: scene not found; set TINYSPLAT_DATA to the data folder")
+    return root / "tumbler"
 
 
 def scene_gaussians(n: int, seed: int = 0):

@@ -75,7 +75,10 @@ def main():
                 print(f"{name} {n}: forward+backward {seconds * 1e3:.0f} ms on the CPU")
             except BaseException as e:  # an import-time build failure can be a SystemExit
                 last = traceback.format_exception_only(type(e), e)[-1].strip()
-                print(f"{name} {n}: does not run on the CPU: {last[:300]}")
+                # the deepest frame inside the peer's own package says what it was doing
+                own = [f for f in traceback.extract_tb(e.__traceback__) if name.replace("-", "_") in f.filename]
+                where = f" (in {own[-1].filename.split('site-packages/')[-1]}:{own[-1].lineno}: {own[-1].line})" if own else ""
+                print(f"{name} {n}: does not run on the CPU: {last[:200]}{where}")
                 break
 
 

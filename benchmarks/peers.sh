@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv-peers/bin/python ]; then
   python3 -m venv .venv-peers
   .venv-peers/bin/pip install -q torch==2.14.1 scikit-learn plyfile
-  .venv-peers/bin/pip install -q taichi-splatting gswarp || true
+  # taichi-splatting asks for taichi-nightly, which PyPI does not carry: stable taichi stands in.
+  .venv-peers/bin/pip install -q taichi beartype tqdm tensordict
+  .venv-peers/bin/pip install -q --no-deps taichi-splatting
+  .venv-peers/bin/pip install -q gswarp
 fi
 .venv-peers/bin/pip list 2>/dev/null | grep -iE "^(taichi|taichi-nightly|taichi-splatting|gswarp|warp-lang) " || true
-.venv-peers/bin/python benchmarks/peers.py "$@"
+PYTHONPATH=. .venv-peers/bin/python benchmarks/peers.py "$@"
