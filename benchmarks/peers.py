@@ -2,7 +2,6 @@
 (benchmarks/peers.sh), at the sizes of benchmarks/rasterizer.py: each one either runs (time printed)
 or says why it cannot (its error printed)."""
 
-import math
 import sys
 import traceback
 
@@ -25,7 +24,9 @@ def taichi_splatting(g, camera):
         alpha_logit=torch.logit(params["opacities"])[:, None], feature=params["sh"].transpose(1, 2).contiguous(),
         batch_size=(len(params["means"]),),
     )  # fmt: skip
-    cam = CameraParams(T_image_camera=K[0], T_camera_world=viewmat[0], near_plane=0.01, far_plane=100.0, image_size=(width, height))
+    cam = CameraParams(
+        T_image_camera=K[0], T_camera_world=viewmat[0], near_plane=0.01, far_plane=100.0, image_size=(width, height)
+    )
 
     def step():
         out = render_gaussians(gaussians, cam, use_sh=True)
@@ -77,7 +78,11 @@ def main():
                 last = traceback.format_exception_only(type(e), e)[-1].strip()
                 # the deepest frame inside the peer's own package says what it was doing
                 own = [f for f in traceback.extract_tb(e.__traceback__) if name.replace("-", "_") in f.filename]
-                where = f" (in {own[-1].filename.split('site-packages/')[-1]}:{own[-1].lineno}: {own[-1].line})" if own else ""
+                where = (
+                    f" (in {own[-1].filename.split('site-packages/')[-1]}:{own[-1].lineno}: {own[-1].line})"
+                    if own
+                    else ""
+                )
                 print(f"{name} {n}: does not run on the CPU: {last[:200]}{where}")
                 break
 

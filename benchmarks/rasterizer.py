@@ -7,7 +7,6 @@ Third-party CPU rasterizers are tried in their own environment by benchmarks/pee
 """
 
 import argparse
-import math
 
 import torch
 from common import scene_camera, scene_gaussians, timed
@@ -59,7 +58,11 @@ def dense(g, camera, backward: bool, pixels_per_chunk: int = 2048):
     for start in range(0, len(pixels), pixels_per_chunk):
         pix = pixels[start : start + pixels_per_chunk]
         if backward:
-            out.append(torch.utils.checkpoint.checkpoint(composite, pix, means2d, conics, opacities, colors, use_reentrant=False))
+            out.append(
+                torch.utils.checkpoint.checkpoint(
+                    composite, pix, means2d, conics, opacities, colors, use_reentrant=False
+                )
+            )
         else:
             out.append(composite(pix, means2d, conics, opacities, colors))
     rgb = torch.cat([o[0] for o in out])

@@ -2,7 +2,6 @@
 training with one line naming the file and the fix."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -80,7 +80,7 @@ def stop(proc: subprocess.Popen) -> int:
         return proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError("the viewer did not stop on SIGTERM within 60 s")
+        raise AssertionError("the viewer did not stop on SIGTERM within 60 s") from None
 
 
 def test_live_viewer_while_training(tmp_path):

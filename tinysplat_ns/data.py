@@ -77,9 +77,9 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
             ) from None
         # Decode now, so a broken image stops the run before training starts, not in its middle.
         if test_mode == "val":  # training
-            self.cached_train
+            _ = self.cached_train
         if test_mode != "inference":
-            self.cached_eval
+            _ = self.cached_eval
 
 
 def check_scene_layout(dataparser) -> None:
@@ -93,7 +93,9 @@ def check_scene_layout(dataparser) -> None:
     if isinstance(dataparser, NerfstudioDataParserConfig):
         poses = data if data.suffix == ".json" else data / "transforms.json"
         if not poses.exists():
-            hint = " (it has sparse/0: use `ns-train tinysplat colmap --data ...`)" if (data / "sparse/0").is_dir() else ""
+            hint = (
+                " (it has sparse/0: use `ns-train tinysplat colmap --data ...`)" if (data / "sparse/0").is_dir() else ""
+            )
             raise SceneError(f"{poses}: no poses; run ns-process-data on the photos{hint}")
     elif isinstance(dataparser, ColmapDataParserConfig):
         if not (data / dataparser.colmap_path).is_dir():

@@ -97,7 +97,11 @@ def apply_override(config, path: str, value, source: str) -> None:
     target = config
     for part in parents:
         target = getattr(target, part, None)
-    if target is None or not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+    if (
+        target is None
+        or not dataclasses.is_dataclass(target)
+        or leaf not in {f.name for f in dataclasses.fields(target)}
+    ):
         raise ValueError(f"{source}: {path} is not a field of the tinysplat config")
     setattr(target, leaf, value)
 

@@ -60,7 +60,9 @@ def load_lpips() -> Optional[torch.nn.Module]:
     """LPIPS when its weights are already on disk; never a download (no network is assumed)."""
     path = lpips_weights_path()
     if not path.exists():
-        CONSOLE.print(f"LPIPS skipped: its AlexNet weights are not at {path} (PSNR and SSIM are computed)", soft_wrap=True)
+        CONSOLE.print(
+            f"LPIPS skipped: its AlexNet weights are not at {path} (PSNR and SSIM are computed)", soft_wrap=True
+        )
         return None
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -219,7 +221,9 @@ class TinySplatModel(SplatfactoModel):
             backend=self.config.backend,
         )
         if self.training:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.strategy.step_pre_backward(
+                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
+            )
 
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
         if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:

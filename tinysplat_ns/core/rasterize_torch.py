@@ -100,9 +100,9 @@ def plan_tiles(
         ny = (i1[ids] // tile_size).long() - ty0 + 1
         counts = nx * ny
         total = int(counts.sum())
-        owner = torch.repeat_interleave(torch.arange(len(ids)), counts, output_size=total)
+        owner = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts, output_size=total)
         first = torch.cumsum(counts, 0) - counts
-        local = torch.arange(total) - first[owner]
+        local = torch.arange(total, device=ids.device) - first[owner]
         tile_of = (ty0[owner] + local // nx[owner]) * tiles_x + tx0[owner] + local % nx[owner]
         tile_sorted, order = torch.sort(tile_of, stable=True)
         isect_gids = ids[owner[order]]
@@ -137,10 +137,10 @@ def _tiles_to_image(tiles: Tensor, plan: TilePlan) -> Tensor:
     return img[: plan.height, : plan.width]
 
 
-def _pixel_features(tile_size: int, dtype: torch.dtype) -> Tensor:
+def _pixel_features(tile_size: int, like: Tensor) -> Tensor:
     """[P, 6] monomials (x^2, xy, y^2, x, y, 1) of the pixel centres of a tile, row-major, with x
     and y measured from the tile's centre (small numbers keep float32 sums exact enough)."""
-    r = torch.arange(tile_size, dtype=dtype) + 0.5 - 0.5 * tile_size
+    r = torch.arange(tile_size, dtype=like.dtype, device=like.device) + 0.5 - 0.5 * tile_size
     x, y = r.repeat(tile_size), r.repeat_interleave(tile_size)
     return torch.stack([x * x, x * y, y * y, x, y, torch.ones_like(x)], dim=-1)
 
@@ -153,11 +153,12 @@ class _Rows:
 
     def __init__(self, plan: TilePlan, table: Tensor, colors: Tensor):
         ts, B = plan.tile_size, plan.chunk
-        sizes = torch.tensor(plan.wave_sizes, dtype=torch.long)
+        device = table.device
+        sizes = torch.tensor(plan.wave_sizes, dtype=torch.long, device=device)
         self.wave_start = [0] + torch.cumsum(sizes, 0).tolist()
-        self.tiles = torch.cat([torch.arange(n) for n in plan.wave_sizes]) if plan.wave_sizes else sizes
-        waves = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
-        pos = plan.tile_start[self.tiles, None] + waves[:, None] * B + torch.arange(B)
+        self.tiles = torch.cat([torch.arange(n, device=device) for n in plan.wave_sizes]) if plan.wave_sizes else sizes
+        waves = torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
+        pos = plan.tile_start[self.tiles, None] + waves[:, None] * B + torch.arange(B, device=device)
         inside = pos < (plan.tile_start + plan.tile_count)[self.tiles, None]
         sentinel = table.shape[0] - 1
         self.gids = torch.where(inside, plan.isect_gids[pos.clamp(max=max(plan.n_isects - 1, 0))], sentinel)
@@ -286,7 +287,10 @@ class _Kernel:
             try:
                 return self.compiled(*args)
             except Exception as e:  # no C++ compiler, an unsupported platform, ...
-                warnings.warn(f"TinySplat rasterizes eagerly (slower): torch.compile failed with {type(e).__name__}: {e}")
+                warnings.warn(
+                    f"TinySplat rasterizes eagerly (slower): torch.compile failed with {type(e).__name__}: {e}",
+                    stacklevel=2,
+                )
                 self.compiled = None
         return self.eager(*args)
 
@@ -307,15 +311,15 @@ class RasterizeToPixels(torch.autograd.Function):
         # a column of ones makes the colour matmul also sum the weights: T_end = T_start - sum(w)
         colors_s = torch.cat([colors, torch.ones_like(colors[:, :1])], dim=1)
         colors_s = torch.cat([colors_s, colors_s.new_zeros(1, D + 1)])
-        features = _pixel_features(plan.tile_size, dtype)
+        features = _pixel_features(plan.tile_size, means2d)
 
-        inside = _image_to_tiles(torch.ones(plan.height, plan.width, 1, dtype=dtype), plan)[..., 0]
+        inside = _image_to_tiles(means2d.new_ones(plan.height, plan.width, 1), plan)[..., 0]
         t_start = inside[plan.tile_ids]  # padding pixels start opaque: never drawn
         t_open = t_start.clone()  # transmittance with no cut-off: drives the stop test
-        acc = torch.zeros(len(plan.tile_ids), P, D + 1, dtype=dtype)
+        acc = means2d.new_zeros(len(plan.tile_ids), P, D + 1)
         rows = _Rows(plan, table, colors_s)
         done_rows, row_t, row_acc = [], [], []
-        alive = torch.ones(len(plan.tile_ids), dtype=torch.bool)
+        alive = torch.ones(len(plan.tile_ids), dtype=torch.bool, device=means2d.device)
         for w, n in enumerate(plan.wave_sizes):
             tiles = torch.nonzero(alive[:n]).squeeze(1)
             if len(tiles) == 0:
@@ -337,12 +341,14 @@ class RasterizeToPixels(torch.autograd.Function):
         alpha_img = 1.0 - _tiles_to_image(_scatter_tiles(t_final[..., None], plan, fill=1.0), plan)
 
         def cat(parts, empty_shape, dtype=dtype):
-            return torch.cat(parts) if parts else torch.zeros(empty_shape, dtype=dtype)
+            return torch.cat(parts) if parts else torch.zeros(empty_shape, dtype=dtype, device=means2d.device)
 
         ctx.plan, ctx.rows, ctx.absgrad_out = plan, rows, absgrad_out
         ctx.has_background = background is not None
         ctx.n_gaussians = len(means2d)
-        ctx.save_for_backward(cat(done_rows, (0,), torch.long), cat(row_t, (0, P)), cat(row_acc, (0, P, D)), out, t_final)
+        ctx.save_for_backward(
+            cat(done_rows, (0,), torch.long), cat(row_t, (0, P)), cat(row_acc, (0, P, D)), out, t_final
+        )
         return image, alpha_img
 
     @staticmethod
@@ -350,16 +356,16 @@ class RasterizeToPixels(torch.autograd.Function):
         plan: TilePlan = ctx.plan
         rows: _Rows = ctx.rows
         done_rows, row_t, row_acc, out, t_final = ctx.saved_tensors
-        dtype, N, D = out.dtype, ctx.n_gaussians, out.shape[-1]
-        features = _pixel_features(plan.tile_size, dtype)
+        N, D = ctx.n_gaussians, out.shape[-1]
+        features = _pixel_features(plan.tile_size, out)
 
         g = _image_to_tiles(v_image, plan)[plan.tile_ids]  # [T, P, D]
         g_alpha = _image_to_tiles(v_alpha_img, plan)[plan.tile_ids][..., 0]  # [T, P]
         final_term = (out * g).sum(-1) - g_alpha * t_final  # [T, P]
 
-        v_table = torch.zeros(N + 1, 6, dtype=dtype)
-        v_colors = torch.zeros(N + 1, D + 1, dtype=dtype)
-        v_abs = torch.zeros(N + 1, 2, dtype=dtype) if ctx.absgrad_out is not None else None
+        v_table = out.new_zeros(N + 1, 6)
+        v_colors = out.new_zeros(N + 1, D + 1)
+        v_abs = out.new_zeros(N + 1, 2) if ctx.absgrad_out is not None else None
         rows_per_batch = max(1, (1 << 21) // (plan.tile_size**2 * plan.chunk))
         for s in range(0, len(done_rows), rows_per_batch):
             sl = slice(s, s + rows_per_batch)
