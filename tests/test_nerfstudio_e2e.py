@@ -68,6 +68,24 @@ def test_eval_reports_psnr_ssim_and_skips_lpips_offline(trained):
     assert 0.5 < metrics["ssim"] <= 1.0
 
 
+def test_eval_reports_lpips_when_its_weights_are_on_disk(trained, tmp_path):
+    """Weights in torch's cache are used, never downloaded. (Random AlexNet weights stand in for
+    the real ones, which this offline machine cannot fetch: the value is meaningless, the path is
+    the one a user with the weights takes.)"""
+    import torchvision
+
+    work, env, config = trained
+    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    url = torchvision.models.AlexNet_Weights.DEFAULT.url
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / url.rsplit("/", 1)[-1])
+    env = {**env, "TORCH_HOME": str(tmp_path / "torch_home")}
+    result = run(["ns-eval", "--load-config", config, "--output-path", tmp_path / "eval.json"], work, env)
+    metrics = json.loads((tmp_path / "eval.json").read_text())["results"]
+    assert "LPIPS skipped" not in result.stdout
+    assert 0.0 <= metrics["lpips"] <= 1.5
+
+
 def test_export_gaussian_splat_is_standard_3dgs_ply(trained):
     work, env, config = trained
     run(["ns-export", "gaussian-splat", "--load-config", config, "--output-dir", work / "export"], work, env)
