@@ -6,9 +6,9 @@ them (a copy of the scene whose sparse_pc.ply holds N points).
 """
 
 import argparse
-import copy
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +18,8 @@ import torch
 from common import scene_dir, scene_gaussians
 from plyfile import PlyData, PlyElement
 
-from nerfstudio.engine.callbacks import TrainingCallbackLocation
-
-from tinysplat_ns.tinysplat_config import tinysplat_cpu
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from training import build_trainer, train_steps  # noqa: E402
 
 
 def scene_with_points(n: int, dst: Path) -> Path:
@@ -38,24 +37,19 @@ def scene_with_points(n: int, dst: Path) -> Path:
 
 
 def step_times(data: Path, steps: int, warmup: int = 10):
-    config = copy.deepcopy(tinysplat_cpu.config)
-    config.pipeline.datamanager.data = data
-    config.pipeline.model.num_downscales = 0  # full 300x400 images from the first step
-    config.vis = "tensorboard"
-    config.output_dir = Path(tempfile.mkdtemp())
-    config.set_timestamp()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    times = []
-    for step in range(warmup + steps):  # Trainer.train()'s loop, without its logging and saving
-        start = time.perf_counter()
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        trainer.train_iteration(step)
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-        times.append(time.perf_counter() - start)
-    return times[warmup:], len(trainer.pipeline.model.means)
+    """Median-able step times at full size (300x400 from the first step)."""
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build_trainer(data, Path(out), pipeline__model__num_downscales=0)
+        times, last = [], [time.perf_counter()]
+
+        def clock(step, loss):
+            now = time.perf_counter()
+            if step >= warmup:
+                times.append(now - last[0])
+            last[0] = now
+
+        train_steps(trainer, range(warmup + steps), clock)
+        return times, len(trainer.pipeline.model.means)
 
 
 def main():

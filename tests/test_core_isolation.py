@@ -11,7 +11,7 @@ def test_cpu_render_backward_and_densify_need_neither_nerfstudio_nor_gsplat_cuda
         """
         import sys, torch
         from tinysplat_ns.core.rasterization import rasterization
-        from tinysplat_ns.core.strategies.adc import ADCStrategy
+        from tinysplat_ns.core.strategies.adc import ADC
         from tinysplat_ns.core.losses import PhotometricLoss
 
         n = 500
@@ -21,7 +21,8 @@ def test_cpu_render_backward_and_densify_need_neither_nerfstudio_nor_gsplat_cuda
             "opacities": torch.zeros(n, 1), "colors": torch.rand(n, 3),
         })
         optimizers = {k: torch.optim.Adam([v], lr=1e-3) for k, v in params.items()}
-        strategy = ADCStrategy(refine_start_iter=0, refine_every=1, grow_grad2d=0.0, max_gaussians=700)
+        strategy = ADC(refine_start_iter=0, refine_every=1, grow_grad2d=0.0)
+        strategy.set_budget(700)
         state = strategy.initialize_state()
         K = torch.tensor([[[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]]])
         loss_fn = PhotometricLoss()

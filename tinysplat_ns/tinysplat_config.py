@@ -107,3 +107,5 @@ def apply_override(config, path: str, value, source: str) -> None:
 
 
 tinysplat_cpu = preset("tinysplat-cpu")
+tinysplat_cpu_mcmc = preset("tinysplat-cpu-mcmc")
+tinysplat_mcmc = preset("tinysplat-mcmc")

@@ -7,13 +7,17 @@ would tie it to CUDA or the network: initialisation (no `.cuda()`), rasterizatio
 backends), densification, loss and metrics (LPIPS only from weights already on disk).
 """
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
+import tyro
 from torch import Tensor
 from torch.nn import Parameter
+from typing_extensions import Annotated
 
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
@@ -25,18 +29,55 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tinysplat_ns.core.losses import PhotometricLoss
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh
-from tinysplat_ns.core.strategies.adc import ADCStrategy
+from tinysplat_ns.core.strategies.base import Strategy
+from tinysplat_ns.core.strategies.ops import enforce_budget
+from tinysplat_ns.core.strategies.registry import available_strategies
+
+# splatfacto's own densification settings: TinySplat's strategies have their own option groups
+_SPLATFACTO_DENSIFICATION = (
+    "warmup_length", "refine_every", "cull_alpha_thresh", "cull_scale_thresh", "reset_alpha_every",
+    "densify_grad_thresh", "use_absgrad", "densify_size_thresh", "n_split_samples", "cull_screen_size",
+    "split_screen_size", "stop_screen_size_at", "stop_split_at",
+)  # fmt: skip
 
 
 @dataclass
-class TinySplatModelConfig(SplatfactoModelConfig):
+class TinySplatModelConfigBase(SplatfactoModelConfig):
     """TinySplat: 3D Gaussian Splatting that trains on CPU (pure PyTorch) and on CUDA (gsplat)."""
 
     _target: Type = field(default_factory=lambda: TinySplatModel)
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     """Rasterizer: "auto" picks gsplat's CUDA kernels on CUDA and TinySplat's PyTorch one elsewhere."""
     max_gaussians: int = 0
-    """Hard cap on the number of Gaussians (0: no cap); the least opaque go first."""
+    """Hard cap on the number of Gaussians (0: no cap), honoured by every strategy; past it the
+    least opaque go."""
+
+
+def _model_config_with_strategies(base: type) -> type:
+    """The model config with one option group per available strategy (built-in or registered by an
+    installed package), the choice among them, and splatfacto's densification fields hidden."""
+    strategies = available_strategies()
+    choice = Literal[tuple(strategies)]  # type: ignore[valid-type]
+    fields: List[Tuple[str, Any, Any]] = [
+        (
+            "strategy",
+            Annotated[choice, tyro.conf.arg(help="densification: " + ", ".join(strategies))],
+            field(default="adc"),
+        )
+    ]
+    for name, cls in strategies.items():
+        help_text = f"options of the {name} strategy ({cls.__module__}.{cls.__qualname__})"
+        fields.append((name.replace("-", "_"), Annotated[cls, tyro.conf.arg(help=help_text)], field(default_factory=cls)))
+    for name in _SPLATFACTO_DENSIFICATION:
+        inherited = base.__dataclass_fields__[name]
+        fields.append((name, tyro.conf.Suppress[inherited.type], field(default=inherited.default)))
+    config = dataclasses.make_dataclass("TinySplatModelConfig", fields, bases=(base,))
+    config.__module__ = __name__
+    config.__doc__ = base.__doc__
+    return config
+
+
+TinySplatModelConfig = _model_config_with_strategies(TinySplatModelConfigBase)
 
 
 def viewmats_from_c2w(camera_to_worlds: Tensor) -> Tensor:
@@ -116,22 +157,8 @@ class TinySplatModel(SplatfactoModel):
                 grid_Y=self.config.grid_shape[1],
                 grid_W=self.config.grid_shape[2],
             )
-        self.strategy = ADCStrategy(
-            prune_opa=self.config.cull_alpha_thresh,
-            grow_grad2d=self.config.densify_grad_thresh,
-            grow_scale3d=self.config.densify_size_thresh,
-            grow_scale2d=self.config.split_screen_size,
-            prune_scale3d=self.config.cull_scale_thresh,
-            prune_scale2d=self.config.cull_screen_size,
-            refine_scale2d_stop_iter=self.config.stop_screen_size_at,
-            refine_start_iter=self.config.warmup_length,
-            refine_stop_iter=self.config.stop_split_at,
-            reset_every=self.config.reset_alpha_every * self.config.refine_every,
-            refine_every=self.config.refine_every,
-            pause_refine_after_reset=self.num_train_data + self.config.refine_every,
-            absgrad=self.config.use_absgrad,
-            max_gaussians=self.config.max_gaussians,
-        )
+        self.strategy: Strategy = copy.deepcopy(getattr(self.config, self.config.strategy.replace("-", "_")))
+        self.strategy.set_budget(self.config.max_gaussians)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
     def _initial_points(self) -> Tuple[Tensor, Tensor]:
@@ -170,6 +197,32 @@ class TinySplatModel(SplatfactoModel):
         self.step = step
         self.optimizers = optimizers.optimizers
 
+    def step_post_backward(self, step):
+        self.strategy.step_post_backward(self.gauss_params, self.optimizers, self.strategy_state, step, self.info)
+        enforce_budget(self.gauss_params, self.optimizers, self.strategy_state, self.config.max_gaussians)
+
+    def load_state_dict(self, state_dict, **kwargs):  # type: ignore[override]
+        """Resize the Gaussians to the checkpoint's count in place: the optimizers, built before a
+        resumed run loads its checkpoint, keep pointing at these same Parameter objects (splatfacto
+        swaps in new ones, and a resumed run then optimises stale tensors)."""
+        n = state_dict["gauss_params.means"].shape[0]
+        for param in self.gauss_params.values():
+            param.data = param.data.new_zeros((n,) + tuple(param.shape[1:]))
+        return torch.nn.Module.load_state_dict(self, state_dict, **kwargs)
+
+    def update_to_step(self, step: int) -> None:
+        self.step = step  # a loaded checkpoint renders with the SH degree it was trained to
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        """The strategy's running state goes into checkpoints, so a resumed run densifies on."""
+        return {"strategy": self.config.strategy, "state": self.strategy_state}
+
+    def set_extra_state(self, extra: Dict[str, Any]) -> None:
+        if extra.get("strategy") == self.config.strategy:
+            self.strategy_state = {
+                k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in extra["state"].items()
+            }
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         if not isinstance(camera, Cameras):
             raise TypeError(f"TinySplat renders Cameras, got {type(camera).__name__}")
@@ -204,7 +257,7 @@ class TinySplatModel(SplatfactoModel):
             sh_degree = None
             colors = torch.sigmoid(params["features_dc"])
         background = self._get_background_color()
-        render, alpha, self.info = rasterization(
+        render, alpha, info = rasterization(
             means=params["means"],
             quats=params["quats"],
             scales=torch.exp(params["scales"]),
@@ -217,13 +270,12 @@ class TinySplatModel(SplatfactoModel):
             sh_degree=sh_degree,
             render_mode=render_mode,
             rasterize_mode=self.config.rasterize_mode,
-            absgrad=self.strategy.absgrad,
+            absgrad=self.strategy.uses_absgrad,
             backend=self.config.backend,
         )
-        if self.training:
-            self.strategy.step_pre_backward(
-                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
-            )
+        if self.training:  # (the viewer's renders, in eval mode, must not replace the step's info)
+            self.info = info
+            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info)
 
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
         if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:
@@ -242,6 +294,8 @@ class TinySplatModel(SplatfactoModel):
             mask = self._downscale_if_required(batch["mask"]).to(self.device)
             gt, pred = gt * mask, pred * mask
         loss_dict = {"main_loss": self.photometric(pred, gt)}
+        if self.training:
+            loss_dict.update(self.strategy.regularization(self.gauss_params))
         if self.config.use_scale_regularization and self.step % 10 == 0:
             scale = torch.exp(self.scales)
             ratio = scale.amax(dim=-1) / scale.amin(dim=-1)

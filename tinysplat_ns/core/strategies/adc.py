@@ -1,29 +1,34 @@
-"""Adaptive density control of 3DGS (clone, split, prune, opacity reset), as gsplat's
-`DefaultStrategy` does it (its parameter surgery is plain PyTorch and runs on any device), plus a
-hard cap on the number of Gaussians so that a laptop run cannot run out of memory."""
+"""Adaptive density control of 3DGS (Kerbl et al. 2023): clone small and split large Gaussians
+whose 2D-mean gradient is high, prune transparent and huge ones, reset opacities now and then.
+gsplat's `DefaultStrategy` does it, with its published defaults; its parameter surgery is plain
+PyTorch and runs on any device. Added here: a hard cap on the number of Gaussians."""
 
 from dataclasses import dataclass
-from typing import Any, Dict
 
 import torch
 from gsplat.strategy import DefaultStrategy
-from gsplat.strategy.ops import remove
+
+from tinysplat_ns.core.strategies.base import Strategy
 
 
 @dataclass
-class ADCStrategy(DefaultStrategy):
-    max_gaussians: int = 0
-    """Hard cap on the number of Gaussians (0: none). Growth stops at it: only the steepest
-    gradients still grow while there is room; whatever still exceeds it goes, least opaque first."""
+class ADC(DefaultStrategy, Strategy):
+    def set_budget(self, max_gaussians: int) -> None:
+        """Growth stops at the cap: while there is room, only the steepest gradients still grow."""
+        self._max_gaussians = max_gaussians
 
-    def step_post_backward(self, params, optimizers, state, step, info, packed=False):
-        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
-        enforce_budget(params, optimizers, state, self.max_gaussians)
+    @property
+    def uses_absgrad(self) -> bool:
+        return self.absgrad
+
+    def step_post_backward(self, params, optimizers, state, step, info):
+        super().step_post_backward(params, optimizers, state, step, info, packed=False)
 
     @torch.no_grad()
     def _grow_gs(self, params, optimizers, state, step):
-        if self.max_gaussians > 0:
-            room = self.max_gaussians - len(params["means"])
+        budget = getattr(self, "_max_gaussians", 0)
+        if budget > 0:
+            room = budget - len(params["means"])
             if room <= 0:
                 return 0, 0
             # Each clone or split adds one Gaussian: keep the `room` steepest candidates.
@@ -33,17 +38,3 @@ class ADCStrategy(DefaultStrategy):
                 keep[torch.topk(grads, room).indices] = True
                 state["grad2d"][~keep] = 0.0  # the statistics are reset after this refinement anyway
         return super()._grow_gs(params, optimizers, state, step)
-
-
-@torch.no_grad()
-def enforce_budget(params, optimizers, state: Dict[str, Any], max_gaussians: int) -> int:
-    """Remove the lowest-opacity Gaussians until at most `max_gaussians` remain (0: no cap).
-    Parameters, their Adam moments and the per-Gaussian strategy state shrink together."""
-    n = len(params["means"])
-    if max_gaussians <= 0 or n <= max_gaussians:
-        return 0
-    weakest = torch.topk(params["opacities"].flatten(), n - max_gaussians, largest=False).indices
-    mask = torch.zeros(n, dtype=torch.bool, device=params["means"].device)
-    mask[weakest] = True
-    remove(params=params, optimizers=optimizers, state=state, mask=mask)
-    return n - max_gaussians
