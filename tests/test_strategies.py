@@ -72,6 +72,26 @@ def moments(params, optimizers, name="means"):
     return state["exp_avg"][:, 0], state["exp_avg_sq"][:, 0]
 
 
+def test_adc_clone_and_split_carry_moments():
+    """gsplat's clone and split, through our ADC: the Gaussians left alone keep their moments, the
+    clones and split products start from zero, the split originals are gone."""
+    from tinysplat_ns.core.strategies.adc import ADC
+
+    params, optimizers = adam_params(10)
+    with torch.no_grad():
+        params["scales"][:3] = math.log(0.001)  # small: cloned
+        params["scales"][3:] = math.log(1.0)  # large: split
+    adc = ADC(grow_grad2d=0.5)
+    state = {"grad2d": torch.tensor([1.0] * 6 + [0.0] * 4), "count": torch.ones(10), "scene_scale": 1.0}
+    n_clone, n_split = adc._grow_gs(params, optimizers, state, step=600)
+    assert (n_clone, n_split) == (3, 3) and len(params["means"]) == 16
+    for name in params:
+        m1, m2 = moments(params, optimizers, name)
+        kept = torch.tensor([0.0, 1, 2, 6, 7, 8, 9])  # then the 3 clones, then 6 split products
+        torch.testing.assert_close(m1, torch.cat([kept, torch.zeros(9)]))
+        torch.testing.assert_close(m2, torch.cat([kept * 10, torch.zeros(9)]))
+
+
 def test_budget_removal_keeps_each_survivors_moments():
     params, optimizers = adam_params(100)
     order = params["opacities"].detach().flatten().argsort(descending=True)
