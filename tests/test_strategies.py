@@ -3,7 +3,6 @@ the Gaussians, each strategy's contract on the real scene, the Gaussian budget, 
 and a strategy from another package found through its entry point."""
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from training import build_trainer, train_steps
 from tinysplat_ns.core.strategies import ops
 
 BIN = Path(sys.executable).parent
-FIXTURE = Path(__file__).parent / "fixtures" / "strategy_plugin"
 FAST_REFINE = {  # densify from step 20, every 20 steps, in a short run
     "pipeline__model__adc__refine_start_iter": 20,
     "pipeline__model__adc__refine_every": 20,
@@ -38,7 +36,9 @@ def test_relocation_matches_published_formula():
     for o, n, s, got_o, got_s in zip(opacities.tolist(), ratios.tolist(), scales, new_o, new_s, strict=True):
         want_o = 1 - (1 - o) ** (1 / n)
         denominator = sum(
-            math.comb(i - 1, k) * (-1) ** k * want_o ** (k + 1) / math.sqrt(k + 1) for i in range(1, n + 1) for k in range(i)
+            math.comb(i - 1, k) * (-1) ** k * want_o ** (k + 1) / math.sqrt(k + 1)
+            for i in range(1, n + 1)
+            for k in range(i)
         )
         assert got_o.item() == pytest.approx(want_o, rel=1e-12)
         torch.testing.assert_close(got_s, s * o / denominator, rtol=1e-9, atol=0)
@@ -203,7 +203,11 @@ def test_resume_mid_densification_restores_count_and_strategy_state(tmp_path):
     saved = trainer.pipeline.model
     assert counts[-1] != counts[0]  # densification has happened
     resumed = build_trainer(
-        scene_dir(), tmp_path / "second", load_dir=trainer.checkpoint_dir, pipeline__model__strategy="adc", **FAST_REFINE
+        scene_dir(),
+        tmp_path / "second",
+        load_dir=trainer.checkpoint_dir,
+        pipeline__model__strategy="adc",
+        **FAST_REFINE,
     )
     model = resumed.pipeline.model
     assert resumed._start_step == 50
@@ -214,14 +218,8 @@ def test_resume_mid_densification_restores_count_and_strategy_state(tmp_path):
     assert len(model.means) != len(saved.means)
 
 
-def test_strategy_from_another_package(tmp_path):
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(FIXTURE)],
-        check=True,
-        capture_output=True,
-    )
-    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+def test_strategy_from_another_package(tmp_path, plugin_env):
+    env = plugin_env
     help_text = subprocess.run(
         [str(BIN / "ns-train"), "tinysplat", "--help"], env=env, capture_output=True, text=True, check=True
     ).stdout

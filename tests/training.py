@@ -25,11 +25,16 @@ def build_trainer(data: Path, output_dir: Path, load_dir: Path = None, **overrid
     return trainer
 
 
+def before_step(trainer: Trainer, step: int) -> None:
+    """What the trainer runs before a step (the model learns the step and the optimizers)."""
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+
+
 def train_steps(trainer: Trainer, steps, each=None):
     """Run training steps; `each(step, loss)` sees the model after every one."""
     for step in steps:
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        before_step(trainer, step)
         loss, _, _ = trainer.train_iteration(step)
         for callback in trainer.callbacks:
             callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)

@@ -6,7 +6,7 @@ A bad scene ends in one line that names the file and the fix (a `SceneError`, wh
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Type, Union
+from typing import Dict, Literal, Type, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,7 @@ from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConf
 from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParserConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.data.utils.data_utils import get_depth_image_from_path
 from nerfstudio.utils.rich_utils import CONSOLE
 
 
@@ -28,7 +29,29 @@ class SceneError(SystemExit):
 
 
 class CheckedDataset(InputDataset):
-    """Images that are missing, undecodable or of another size than their camera fail by name."""
+    """Images that are missing, undecodable or of another size than their camera fail by name.
+    Depth images, when the dataparser lists them (`depth_file_path` in transforms.json), come as
+    `depth_image` [H, W, 1] in scene units (Nerfstudio's DepthDataset estimates missing ones with a
+    network it downloads; here there are given ones or none)."""
+
+    def get_metadata(self, data: Dict) -> Dict:
+        depth_files = self.metadata.get("depth_filenames")
+        if not depth_files:
+            return {}
+        index = data["image_idx"]
+        path = Path(depth_files[index])
+        if not path.exists():
+            raise SceneError(
+                f"{path}: depth image is listed in the scene but missing; restore it or remove its depth_file_path"
+            )
+        height, width = int(self.cameras.height[index]), int(self.cameras.width[index])
+        # the dataparser's unit (e.g. mm: 1e-3) and its scene scale, as DepthDataset applies them
+        scale = self.metadata.get("depth_unit_scale_factor", 1.0) * self._dataparser_outputs.dataparser_scale
+        try:
+            depth = get_depth_image_from_path(path, height, width, scale)
+        except Exception as e:
+            raise SceneError(f"{path}: cannot read depth image ({e}); replace the file") from None
+        return {"depth_image": depth}
 
     def get_numpy_image(self, image_idx: int) -> npt.NDArray[np.uint8]:
         path = Path(self._dataparser_outputs.image_filenames[image_idx])

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 import tyro
+from pytorch_msssim import SSIM
 from torch import Tensor
 from torch.nn import Parameter
 from typing_extensions import Annotated
@@ -26,12 +27,15 @@ from nerfstudio.model_components.lib_bilagrid import BilateralGrid, total_variat
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, random_quat_tensor
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from tinysplat_ns.core.losses import PhotometricLoss
+from tinysplat_ns.core.losses.base import LossInputs
+from tinysplat_ns.core.losses.composite import WeightedLoss, parse_weights
+from tinysplat_ns.core.losses.registry import available_terms
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh
 from tinysplat_ns.core.strategies.base import Strategy
 from tinysplat_ns.core.strategies.ops import enforce_budget
 from tinysplat_ns.core.strategies.registry import available_strategies
+from tinysplat_ns.component_options import LossConfig, option_groups
 
 # splatfacto's own densification settings: TinySplat's strategies have their own option groups
 _SPLATFACTO_DENSIFICATION = (
@@ -39,6 +43,8 @@ _SPLATFACTO_DENSIFICATION = (
     "densify_grad_thresh", "use_absgrad", "densify_size_thresh", "n_split_samples", "cull_screen_size",
     "split_screen_size", "stop_screen_size_at", "stop_split_at",
 )  # fmt: skip
+# and its loss settings: TinySplat's loss is `--pipeline.model.loss.terms`
+_SPLATFACTO_LOSS = ("ssim_lambda", "use_scale_regularization", "max_gauss_ratio")
 
 
 @dataclass
@@ -53,9 +59,10 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     least opaque go."""
 
 
-def _model_config_with_strategies(base: type) -> type:
-    """The model config with one option group per available strategy (built-in or registered by an
-    installed package), the choice among them, and splatfacto's densification fields hidden."""
+def _model_config_with_components(base: type) -> type:
+    """The model config with the choice among the available strategies (built-in or registered by
+    an installed package) and their options, the loss, and splatfacto's own densification and loss
+    fields hidden."""
     strategies = available_strategies()
     choice = Literal[tuple(strategies)]  # type: ignore[valid-type]
     fields: List[Tuple[str, Any, Any]] = [
@@ -65,10 +72,9 @@ def _model_config_with_strategies(base: type) -> type:
             field(default="adc"),
         )
     ]
-    for name, cls in strategies.items():
-        help_text = f"options of the {name} strategy ({cls.__module__}.{cls.__qualname__})"
-        fields.append((name.replace("-", "_"), Annotated[cls, tyro.conf.arg(help=help_text)], field(default_factory=cls)))
-    for name in _SPLATFACTO_DENSIFICATION:
+    fields += option_groups(strategies, "strategy")
+    fields.append(("loss", Annotated[LossConfig, tyro.conf.arg(help="the loss")], field(default_factory=LossConfig)))
+    for name in _SPLATFACTO_DENSIFICATION + _SPLATFACTO_LOSS:
         inherited = base.__dataclass_fields__[name]
         fields.append((name, tyro.conf.Suppress[inherited.type], field(default=inherited.default)))
     config = dataclasses.make_dataclass("TinySplatModelConfig", fields, bases=(base,))
@@ -77,7 +83,7 @@ def _model_config_with_strategies(base: type) -> type:
     return config
 
 
-TinySplatModelConfig = _model_config_with_strategies(TinySplatModelConfigBase)
+TinySplatModelConfig = _model_config_with_components(TinySplatModelConfigBase)
 
 
 def viewmats_from_c2w(camera_to_worlds: Tensor) -> Tensor:
@@ -138,8 +144,8 @@ class TinySplatModel(SplatfactoModel):
         from torchmetrics.image import PeakSignalNoiseRatio
 
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        self.photometric = PhotometricLoss(self.config.ssim_lambda)
-        self.ssim = self.photometric.ssim
+        self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
+        self.loss = self._build_loss()
         self.lpips = None  # loaded on first evaluation, only from disk
         self.step = 0
         self.crop_box = None
@@ -160,6 +166,24 @@ class TinySplatModel(SplatfactoModel):
         self.strategy: Strategy = copy.deepcopy(getattr(self.config, self.config.strategy.replace("-", "_")))
         self.strategy.set_budget(self.config.max_gaussians)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    def _build_loss(self) -> WeightedLoss:
+        """The loss from `--pipeline.model.loss.terms`, checked against the terms there are and the
+        data the dataset has; a bad one stops the run here, before training, in one line."""
+        terms = available_terms()
+        flag = "--pipeline.model.loss.terms"
+        try:
+            weights = parse_weights(self.config.loss.terms, list(terms))
+        except ValueError as e:
+            raise SystemExit(f"error: {flag}: {e}") from None
+        options = {name: getattr(self.config.loss, name.replace("-", "_"), None) or terms[name]() for name in weights}
+        loss = WeightedLoss(options, weights)
+        if "depth" in loss.needs and not self.kwargs["metadata"].get("depth_filenames"):
+            raise SystemExit(
+                f"error: {flag}: a term needs depth images and the dataset has none; add a depth_file_path "
+                "to each frame of transforms.json, or drop the depth term"
+            )
+        return loss
 
     def _initial_points(self) -> Tuple[Tensor, Tensor]:
         """Means [N, 3] and colours [N, 3] in [0, 1]: the SfM points, or random ones."""
@@ -249,7 +273,8 @@ class TinySplatModel(SplatfactoModel):
         camera.rescale_output_resolution(scale)
         self.last_size = (height, width)
 
-        render_mode = "RGB+ED" if self.config.output_depth_during_training or not self.training else "RGB"
+        wants_depth = self.config.output_depth_during_training or "depth" in self.loss.needs
+        render_mode = "RGB+ED" if wants_depth or not self.training else "RGB"
         if self.config.sh_degree > 0:
             sh_degree = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
             colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)
@@ -288,19 +313,21 @@ class TinySplatModel(SplatfactoModel):
         return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """The loss terms by name (Nerfstudio sums them): the configured ones, the strategy's and
+        camera/bilateral-grid regularisers."""
         gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
         pred = outputs["rgb"]
+        inputs = LossInputs(pred=pred, gt=gt, params=self.gauss_params)
         if "mask" in batch:
-            mask = self._downscale_if_required(batch["mask"]).to(self.device)
-            gt, pred = gt * mask, pred * mask
-        loss_dict = {"main_loss": self.photometric(pred, gt)}
+            inputs.mask = self._downscale_if_required(batch["mask"]).to(self.device)
+        if "depth" in self.loss.needs:
+            inputs.depth = outputs["depth"]
+            # nearest, not averaged: a mean would blend in the zeros of unknown depth
+            step = self._get_downscale_factor()
+            inputs.gt_depth = batch["depth_image"][::step, ::step][: pred.shape[0], : pred.shape[1]].to(self.device)
+        loss_dict = self.loss(inputs)
         if self.training:
             loss_dict.update(self.strategy.regularization(self.gauss_params))
-        if self.config.use_scale_regularization and self.step % 10 == 0:
-            scale = torch.exp(self.scales)
-            ratio = scale.amax(dim=-1) / scale.amin(dim=-1)
-            loss_dict["scale_reg"] = 0.1 * torch.clamp(ratio - self.config.max_gauss_ratio, min=0).mean()
-        if self.training:
             self.camera_optimizer.get_loss_dict(loss_dict)
             if self.config.use_bilateral_grid:
                 loss_dict["tv_loss"] = 10 * total_variation_loss(self.bil_grids.grids)

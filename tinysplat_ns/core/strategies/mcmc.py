@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tinysplat_ns.core.losses.regularizers import mean_opacity, mean_scale
 from tinysplat_ns.core.strategies import ops
 from tinysplat_ns.core.strategies.base import Strategy
 
@@ -48,7 +49,7 @@ class MCMC(Strategy):
     def regularization(self, params):
         terms = {}
         if self.opacity_reg > 0:
-            terms["opacity_reg"] = self.opacity_reg * torch.sigmoid(params["opacities"]).mean()
+            terms["mcmc_opacity_reg"] = self.opacity_reg * mean_opacity(params)
         if self.scale_reg > 0:
-            terms["scale_reg"] = self.scale_reg * torch.exp(params["scales"]).mean()
+            terms["mcmc_scale_reg"] = self.scale_reg * mean_scale(params)
         return terms
