@@ -6,13 +6,15 @@ import sys
 import textwrap
 
 
-def test_cpu_render_backward_and_densify_need_neither_nerfstudio_nor_gsplat_cuda():
+def test_cpu_render_loss_backward_and_densify_need_neither_nerfstudio_nor_gsplat_cuda():
     script = textwrap.dedent(
         """
         import sys, torch
         from tinysplat_ns.core.rasterization import rasterization
         from tinysplat_ns.core.strategies.adc import ADC
-        from tinysplat_ns.core.losses import PhotometricLoss
+        from tinysplat_ns.core.losses.base import LossInputs
+        from tinysplat_ns.core.losses.composite import PUBLISHED_3DGS, WeightedLoss, parse_weights
+        from tinysplat_ns.core.losses.registry import available_terms
 
         n = 500
         params = torch.nn.ParameterDict({
@@ -25,13 +27,15 @@ def test_cpu_render_backward_and_densify_need_neither_nerfstudio_nor_gsplat_cuda
         strategy.set_budget(700)
         state = strategy.initialize_state()
         K = torch.tensor([[[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]]])
-        loss_fn = PhotometricLoss()
+        terms = available_terms()
+        weights = parse_weights(PUBLISHED_3DGS + ("scale-reg=0.01",), list(terms))
+        loss_fn = WeightedLoss({name: terms[name]() for name in weights}, weights)
         for step in range(1, 3):
             img, alpha, info = rasterization(
                 params["means"], params["quats"], params["scales"].exp(), params["opacities"].sigmoid()[:, 0],
                 params["colors"], torch.eye(4)[None], K, 64, 48, absgrad=True)
             strategy.step_pre_backward(params, optimizers, state, step, info)
-            loss_fn(img[0], torch.rand(48, 64, 3)).backward()
+            sum(loss_fn(LossInputs(img[0], torch.rand(48, 64, 3), params)).values()).backward()
             for opt in optimizers.values():
                 opt.step()
             strategy.step_post_backward(params, optimizers, state, step, info)
