@@ -123,8 +123,9 @@ def test_depth_images_and_masks_from_the_scene(tmp_path):
     train_steps(
         trainer, range(60), lambda step, loss: depth_losses.append(loss_at_first_step(trainer)[0]["depth"].item())
     )
-    # measured: MEASURE_DEPTH
-    assert depth_losses[-1] < 0.5 * depth_losses[0]
+    # each value is on the step's own random view; measured: 0.101 after the first step, 0.021 at
+    # step 30, 0.036 at step 60
+    assert sum(depth_losses[-10:]) / 10 < 0.6 * depth_losses[0]
 
 
 def test_term_from_another_package_is_offered_used_and_logged(tmp_path, plugin_env):
