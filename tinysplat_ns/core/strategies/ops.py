@@ -63,6 +63,14 @@ def _relocation(opacities: Tensor, scales: Tensor, sampled: Tensor, min_opacity:
     return torch.clamp(new_o, min=min_opacity, max=1.0 - eps), new_s
 
 
+def _set_shared_mass(name: str, p: Tensor, sampled: Tensor, new_o: Tensor, new_s: Tensor) -> None:
+    """Give the drawn Gaussians their share of opacity and scale (their copies then take the same)."""
+    if name == "opacities":
+        p[sampled] = torch.logit(new_o).reshape(p[sampled].shape)
+    elif name == "scales":
+        p[sampled] = torch.log(new_s)
+
+
 @torch.no_grad()
 def relocate(params, optimizers, state: Dict[str, Any], dead: Tensor, min_opacity: float) -> int:
     """Move the `dead` Gaussians onto live ones drawn in proportion to opacity; each drawn Gaussian
@@ -76,10 +84,7 @@ def relocate(params, optimizers, state: Dict[str, Any], dead: Tensor, min_opacit
     new_o, new_s = _relocation(opacities, torch.exp(params["scales"]), sampled, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        if name == "opacities":
-            p[sampled] = torch.logit(new_o).reshape(p[sampled].shape)
-        elif name == "scales":
-            p[sampled] = torch.log(new_s)
+        _set_shared_mass(name, p, sampled, new_o, new_s)
         p[dead_ids] = p[sampled]
         return torch.nn.Parameter(p)
 
@@ -104,10 +109,7 @@ def sample_add(params, optimizers, state: Dict[str, Any], n: int, min_opacity: f
     new_o, new_s = _relocation(opacities, torch.exp(params["scales"]), sampled, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        if name == "opacities":
-            p[sampled] = torch.logit(new_o).reshape(p[sampled].shape)
-        elif name == "scales":
-            p[sampled] = torch.log(new_s)
+        _set_shared_mass(name, p, sampled, new_o, new_s)
         return torch.nn.Parameter(torch.cat([p, p[sampled]]))
 
     def optimizer_fn(key: str, v: Tensor) -> Tensor:
