@@ -37,8 +37,8 @@ class OpacityReg(LossTerm):
 
 @dataclass
 class AnisotropyReg(LossTerm):
-    """Mean of max(longest / shortest axis - max_ratio, 0): penalises needle-like Gaussians
-    (PhysGaussian, Xie et al. 2024)."""
+    """Mean of max(longest / shortest axis - max_ratio, 0): penalises needle-like Gaussians. The
+    penalty of PhysGaussian (Xie et al. 2024)."""
 
     max_ratio: float = 10.0
     """Axis ratio allowed without penalty."""
