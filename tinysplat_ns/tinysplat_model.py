@@ -58,6 +58,12 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     """Hard cap on the number of Gaussians (0: no cap), honoured by every strategy; past it the
     least opaque go."""
 
+    def __setstate__(self, state):
+        """How a run's config.yml is read back: options added to TinySplat since that run was
+        trained, absent from the file, take their defaults."""
+        self.__dict__.update(type(self)().__dict__)
+        self.__dict__.update(state)
+
 
 def _model_config_with_components(base: type) -> type:
     """The model config with the choice among the available strategies (built-in or registered by
