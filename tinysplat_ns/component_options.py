@@ -2,6 +2,7 @@
 option group per component, built from whatever is installed when `ns-train` starts, so a plugin's
 options show in `--help` like the built-ins'."""
 
+import copy
 import dataclasses
 import inspect
 from dataclasses import field
@@ -14,15 +15,22 @@ from tinysplat_ns.core.losses.composite import PUBLISHED_3DGS
 from tinysplat_ns.core.losses.registry import available_terms
 
 
+def _field_name(component: str) -> str:
+    return component.replace("-", "_")
+
+
 def option_groups(components: Dict[str, type], kind: str) -> List[Tuple[str, Any, Any]]:
     """A dataclass field per component whose own fields are options: `--<prefix>.<name>.<option>`."""
     fields = []
     for name, cls in components.items():
         help_text = f"options of the {name} {kind} ({cls.__module__}.{cls.__qualname__})"
-        fields.append(
-            (name.replace("-", "_"), Annotated[cls, tyro.conf.arg(help=help_text)], field(default_factory=cls))
-        )
+        fields.append((_field_name(name), Annotated[cls, tyro.conf.arg(help=help_text)], field(default_factory=cls)))
     return fields
+
+
+def configured(config: Any, component: str) -> Any:
+    """A fresh copy of the component `option_groups` put in `config`, with its options as configured."""
+    return copy.deepcopy(getattr(config, _field_name(component)))
 
 
 def summary(cls: type) -> str:

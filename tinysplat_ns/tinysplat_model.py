@@ -7,7 +7,6 @@ would tie it to CUDA or the network: initialisation (no `.cuda()`), rasterizatio
 backends), densification, loss and metrics (LPIPS only from weights already on disk).
 """
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh
 from tinysplat_ns.core.strategies.base import Strategy
 from tinysplat_ns.core.strategies.ops import enforce_budget
 from tinysplat_ns.core.strategies.registry import available_strategies
-from tinysplat_ns.component_options import LossConfig, option_groups
+from tinysplat_ns.component_options import LossConfig, configured, option_groups
 
 # splatfacto's own densification settings: TinySplat's strategies have their own option groups
 _SPLATFACTO_DENSIFICATION = (
@@ -169,7 +168,7 @@ class TinySplatModel(SplatfactoModel):
                 grid_Y=self.config.grid_shape[1],
                 grid_W=self.config.grid_shape[2],
             )
-        self.strategy: Strategy = copy.deepcopy(getattr(self.config, self.config.strategy.replace("-", "_")))
+        self.strategy: Strategy = configured(self.config, self.config.strategy)
         self.strategy.set_budget(self.config.max_gaussians)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
@@ -182,8 +181,7 @@ class TinySplatModel(SplatfactoModel):
             weights = parse_weights(self.config.loss.terms, list(terms))
         except ValueError as e:
             raise SystemExit(f"error: {flag}: {e}") from None
-        options = {name: getattr(self.config.loss, name.replace("-", "_"), None) or terms[name]() for name in weights}
-        loss = WeightedLoss(options, weights)
+        loss = WeightedLoss({name: configured(self.config.loss, name) for name in weights}, weights)
         if "depth" in loss.needs and not self.kwargs["metadata"].get("depth_filenames"):
             raise SystemExit(
                 f"error: {flag}: a term needs depth images and the dataset has none; add a depth_file_path "
