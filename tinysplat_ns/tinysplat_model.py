@@ -29,8 +29,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tinysplat_ns.core.losses.base import LossInputs
 from tinysplat_ns.core.losses.composite import WeightedLoss, parse_weights
 from tinysplat_ns.core.losses.registry import available_terms
+from tinysplat_ns.core.ply import Gaussians, PlyError, read_ply, sh_degree_of, with_sh_degree
 from tinysplat_ns.core.rasterization import rasterization
-from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh
+from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh, sh_to_rgb
 from tinysplat_ns.core.strategies.base import Strategy
 from tinysplat_ns.core.strategies.ops import enforce_budget
 from tinysplat_ns.core.strategies.registry import available_strategies
@@ -44,6 +45,8 @@ _SPLATFACTO_DENSIFICATION = (
 )  # fmt: skip
 # and its loss settings: TinySplat's loss is `--pipeline.model.loss.terms`
 _SPLATFACTO_LOSS = ("ssim_lambda", "use_scale_regularization", "max_gauss_ratio")
+# the Gaussians' parameters, under splatfacto's names (which its viewer and exporter read)
+GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 
 
 @dataclass
@@ -56,6 +59,9 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     max_gaussians: int = 0
     """Hard cap on the number of Gaussians (0: no cap), honoured by every strategy; past it the
     least opaque go."""
+    init_ply: Optional[Path] = None
+    """Start from the Gaussians of a 3DGS .ply (ours, ns-export's or another trainer's, in this
+    run's coordinate frame) instead of the SfM points."""
 
     def __setstate__(self, state):
         """How a run's config.yml is read back: options added to TinySplat since that run was
@@ -125,25 +131,10 @@ class TinySplatModel(SplatfactoModel):
     config: TinySplatModelConfig
 
     def populate_modules(self):
-        means, rgb = self._initial_points()
-        n = len(means)
-        distances, _ = self.k_nearest_sklearn(means, 3)
-        avg_dist = torch.from_numpy(distances).mean(dim=-1, keepdim=True).clamp(min=1e-7)
-        features = torch.zeros(n, num_sh_bases(self.config.sh_degree), 3)
-        if self.config.sh_degree > 0:
-            features[:, 0] = rgb_to_sh(rgb)
-        else:  # degree 0 stores colours behind a sigmoid, as splatfacto does
-            features[:, 0] = torch.logit(rgb, eps=1e-10)
-        self.gauss_params = torch.nn.ParameterDict(
-            {
-                "means": Parameter(means),
-                "scales": Parameter(torch.log(avg_dist.repeat(1, 3))),
-                "quats": Parameter(random_quat_tensor(n)),
-                "features_dc": Parameter(features[:, 0].contiguous()),
-                "features_rest": Parameter(features[:, 1:].contiguous()),
-                "opacities": Parameter(torch.logit(0.1 * torch.ones(n, 1))),
-            }
-        )
+        gaussians = self._initial_ply() if self.config.init_ply is not None else self._initial_gaussians()
+        if self.config.sh_degree == 0:  # degree 0 stores colours behind a sigmoid, as splatfacto does
+            gaussians["features_dc"] = torch.logit(sh_to_rgb(gaussians["features_dc"]).clamp(0, 1), eps=1e-10)
+        self.gauss_params = torch.nn.ParameterDict({name: Parameter(gaussians[name]) for name in GAUSSIAN_PARAMS})
         self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
 
         from torchmetrics.image import PeakSignalNoiseRatio
@@ -171,6 +162,39 @@ class TinySplatModel(SplatfactoModel):
         self.strategy: Strategy = configured(self.config, self.config.strategy)
         self.strategy.set_budget(self.config.max_gaussians)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    def _initial_gaussians(self) -> Gaussians:
+        """From the SfM points (or random ones): isotropic, sized by the 3 nearest neighbours."""
+        means, rgb = self._initial_points()
+        n = len(means)
+        distances, _ = self.k_nearest_sklearn(means, 3)
+        avg_dist = torch.from_numpy(distances).mean(dim=-1, keepdim=True).clamp(min=1e-7)
+        return {
+            "means": means,
+            "scales": torch.log(avg_dist.repeat(1, 3)).float(),
+            "quats": random_quat_tensor(n),
+            "features_dc": rgb_to_sh(rgb),
+            "features_rest": torch.zeros(n, num_sh_bases(self.config.sh_degree) - 1, 3),
+            "opacities": torch.logit(0.1 * torch.ones(n, 1)),
+        }
+
+    def _initial_ply(self) -> Gaussians:
+        path = self.config.init_ply
+        try:
+            gaussians = read_ply(path)
+        except PlyError as e:
+            raise SystemExit(f"error: --pipeline.model.init-ply: {e}") from None
+        if len(gaussians["means"]) == 0:
+            raise SystemExit(f"error: --pipeline.model.init-ply: {path}: holds no Gaussians; pass a trained .ply")
+        degree = sh_degree_of(gaussians)
+        if degree != self.config.sh_degree:
+            CONSOLE.print(
+                f"[bold yellow]Warning: {path} has SH degree {degree}, the model {self.config.sh_degree}: "
+                f"{'dropping the higher bands' if degree > self.config.sh_degree else 'new bands start at zero'}",
+                soft_wrap=True,
+            )
+        CONSOLE.print(f"Starting from {len(gaussians['means']):,} Gaussians of {path}")
+        return with_sh_degree(gaussians, self.config.sh_degree)
 
     def _build_loss(self) -> WeightedLoss:
         """The loss from `--pipeline.model.loss.terms`, checked against the terms there are and the
@@ -352,3 +376,12 @@ class TinySplatModel(SplatfactoModel):
             self.lpips = self.lpips.to(self.device)
             metrics["lpips"] = float(self.lpips(gt.clamp(0, 1), pred.clamp(0, 1)))
         return metrics, images
+
+
+def gaussians_of(model: SplatfactoModel) -> Gaussians:
+    """A TinySplat or splatfacto model's Gaussians as a 3DGS .ply holds them (degree-0 colours as SH
+    coefficients, where the model keeps them behind a sigmoid)."""
+    gaussians = {name: model.gauss_params[name].detach() for name in GAUSSIAN_PARAMS}
+    if model.config.sh_degree == 0:
+        gaussians["features_dc"] = rgb_to_sh(torch.sigmoid(gaussians["features_dc"]))
+    return gaussians

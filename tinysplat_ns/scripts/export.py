@@ -1,0 +1,85 @@
+"""`tinysplat-export`: a trained run's Gaussians as a standard 3DGS `.ply` (or a `.splat`), written
+whole with numpy instead of value by value, with optional filters."""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Tuple
+
+import tyro
+from typing_extensions import Annotated
+
+from tinysplat_ns.core.ply import finite_rows, in_box, select, sh_degree_of, write_ply, write_splat
+
+Vector3 = Tuple[float, float, float]
+
+
+@dataclass
+class ExportSplats:
+    """Write the Gaussians of a TinySplat (or splatfacto) run as a standard 3DGS .ply or a .splat."""
+
+    load_config: Path
+    """The run's config.yml (as for ns-viewer and ns-export)."""
+    output: Path
+    """The file to write, e.g. export/scene.ply."""
+    format: Optional[Literal["ply", "splat"]] = None
+    """ply: the standard 3DGS file (all SH bands); splat: the 32-byte web format (colour only).
+    Default: from the output's suffix."""
+    min_opacity: float = 1 / 255
+    """Drop Gaussians whose opacity is below this (the default drops those the rasterizers skip, as
+    ns-export does; 0 keeps all)."""
+    crop_min: Optional[Vector3] = None
+    """Keep only Gaussians whose centre is at or above this corner (x y z, in the run's frame)."""
+    crop_max: Optional[Vector3] = None
+    """Keep only Gaussians whose centre is at or below this corner."""
+
+    def main(self) -> None:
+        fmt = self.format or self.output.suffix.lstrip(".").lower()
+        if fmt not in ("ply", "splat"):
+            sys.exit(f"error: {self.output}: unknown format; end it in .ply or .splat, or pass --format")
+        if not 0 <= self.min_opacity < 1:
+            sys.exit(f"error: --min-opacity must be at least 0 and below 1, got {self.min_opacity}")
+        if not self.load_config.is_file():
+            sys.exit(f"error: {self.load_config}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
+
+        import torch
+
+        from tinysplat_ns.run_loading import load_splat_model
+        from tinysplat_ns.tinysplat_model import gaussians_of
+
+        model = load_splat_model(self.load_config)
+        start = time.perf_counter()
+        with torch.no_grad():
+            gaussians = gaussians_of(model)
+            total = len(gaussians["means"])
+            keep = finite_rows(gaussians)
+            dropped = {"not finite": int((~keep).sum())}
+            if self.min_opacity > 0:
+                # compared as logits, as ns-export does, so the two drop the same Gaussians
+                opaque = gaussians["opacities"].squeeze(-1) >= math.log(self.min_opacity / (1 - self.min_opacity))
+                dropped["below --min-opacity"] = int((keep & ~opaque).sum())
+                keep &= opaque
+            if self.crop_min is not None or self.crop_max is not None:
+                inside = in_box(gaussians["means"], self.crop_min, self.crop_max)
+                dropped["outside the crop box"] = int((keep & ~inside).sum())
+                keep &= inside
+            gaussians = select(gaussians, keep)
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        count = (write_ply if fmt == "ply" else write_splat)(self.output, gaussians)
+        seconds = time.perf_counter() - start
+        dropped_text = ", ".join(f"{n:,} {why}" for why, n in dropped.items() if n)
+        degree = sh_degree_of(gaussians) if fmt == "ply" else 0
+        print(
+            f"Wrote {count:,} of {total:,} Gaussians (SH degree {degree}) to {self.output} in {seconds:.2f} s"
+            + (f"; dropped {dropped_text}" if dropped_text else "")
+        )
+
+
+def entrypoint() -> None:
+    tyro.cli(Annotated[ExportSplats, tyro.conf.FlagConversionOff]).main()
+
+
+if __name__ == "__main__":
+    entrypoint()
