@@ -59,7 +59,7 @@ def test_same_file_as_ns_export_read_by_plyfile(trained):
     for name in ours.dtype.names:
         assert np.array_equal(ours[name], theirs[name]), name
     assert np.abs(ours["f_rest_44"]).max() > 1e-4  # the last band was trained, not zeros
-    assert f"Wrote {len(ours):,} of" in out and "(SH degree 3)" in out
+    assert f"Wrote {len(ours):,} of" in out and "(SH degree 3, step 59)" in out
 
 
 def test_splat_transform_reads_the_exported_files(trained):
@@ -139,19 +139,42 @@ def test_training_starts_from_a_ply(trained, tmp_path):
     assert losses["ply"] < 0.75 * losses["sfm"], losses
 
 
+def test_moved_run_folder_exports_the_same_file(trained):
+    """The checkpoints are looked up beside the config first, so a run folder moved elsewhere (its
+    config.yml still names the old place) exports as before."""
+    work, config = trained
+    run(["tinysplat-export", "--load-config", config, "--output", work / "before.ply"], work)
+    moved = config.parent.with_name("moved")
+    config.parent.rename(moved)
+    try:
+        run(["tinysplat-export", "--load-config", moved / "config.yml", "--output", work / "after.ply"], work)
+    finally:
+        moved.rename(config.parent)
+    assert (work / "before.ply").read_bytes() == (work / "after.ply").read_bytes()
+
+
 def test_bad_input_ends_in_one_line(trained, tmp_path):
     work, config = trained
     garbage = tmp_path / "garbage.yml"
     garbage.write_text("{ this is: [not a run")
+    no_gaussians = tmp_path / "nerfacto" / "config.yml"  # a run of a method without Gaussians
+    (no_gaussians.parent / "nerfstudio_models").mkdir(parents=True)
+    no_gaussians.write_text(config.read_text().replace("method_name: tinysplat-cpu", "method_name: nerfacto"))
+    torch.save(
+        {"step": 5, "pipeline": {"_model.field.weight": torch.zeros(3)}},
+        no_gaussians.parent / "nerfstudio_models" / "step-000000005.ckpt",
+    )
     broken = tmp_path / "broken.ply"
     broken.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\nend_header\n1 2 3\n")
     cases = [
         (["tinysplat-export", "--load-config", tmp_path / "none.yml", "--output", tmp_path / "a.ply"], "no such file"),
         (["tinysplat-export", "--load-config", garbage, "--output", tmp_path / "a.ply"], "not a Nerfstudio run config"),
         (["tinysplat-export", "--load-config", config, "--output", tmp_path / "a.obj"], "unknown format; end it in"),
+        (["tinysplat-export", "--load-config", no_gaussians, "--output", tmp_path / "a.ply"],
+         "a nerfacto run has no Gaussians"),
         (["tinysplat-export", "--load-config", config, "--output", tmp_path / "a.ply", "--min-opacity", 1],
          "--min-opacity must be"),
-        (["ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", tmp_path, "--vis", "tensorboard",
+        (["ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", tmp_path / "train", "--vis", "tensorboard",
           "--pipeline.model.init-ply", broken], "PLY format ascii is not supported"),
     ]  # fmt: skip
     for cmd, message in cases:
@@ -159,4 +182,4 @@ def test_bad_input_ends_in_one_line(trained, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
-    assert not list(tmp_path.glob("a.*")) and not list(tmp_path.rglob("*.ckpt"))
+    assert not list(tmp_path.glob("a.*")) and not list(tmp_path.glob("train/**/*.ckpt"))

@@ -29,7 +29,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tinysplat_ns.core.losses.base import LossInputs
 from tinysplat_ns.core.losses.composite import WeightedLoss, parse_weights
 from tinysplat_ns.core.losses.registry import available_terms
-from tinysplat_ns.core.ply import Gaussians, PlyError, read_ply, sh_degree_of, with_sh_degree
+from tinysplat_ns.core.ply import PARAMETERS, Gaussians, PlyError, read_ply, sh_degree_of, with_sh_degree
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh, sh_to_rgb
 from tinysplat_ns.core.strategies.base import Strategy
@@ -45,8 +45,6 @@ _SPLATFACTO_DENSIFICATION = (
 )  # fmt: skip
 # and its loss settings: TinySplat's loss is `--pipeline.model.loss.terms`
 _SPLATFACTO_LOSS = ("ssim_lambda", "use_scale_regularization", "max_gauss_ratio")
-# the Gaussians' parameters, under splatfacto's names (which its viewer and exporter read)
-GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 
 
 @dataclass
@@ -134,7 +132,7 @@ class TinySplatModel(SplatfactoModel):
         gaussians = self._initial_ply() if self.config.init_ply is not None else self._initial_gaussians()
         if self.config.sh_degree == 0:  # degree 0 stores colours behind a sigmoid, as splatfacto does
             gaussians["features_dc"] = torch.logit(sh_to_rgb(gaussians["features_dc"]).clamp(0, 1), eps=1e-10)
-        self.gauss_params = torch.nn.ParameterDict({name: Parameter(gaussians[name]) for name in GAUSSIAN_PARAMS})
+        self.gauss_params = torch.nn.ParameterDict({name: Parameter(gaussians[name]) for name in PARAMETERS})
         self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
 
         from torchmetrics.image import PeakSignalNoiseRatio
@@ -376,12 +374,3 @@ class TinySplatModel(SplatfactoModel):
             self.lpips = self.lpips.to(self.device)
             metrics["lpips"] = float(self.lpips(gt.clamp(0, 1), pred.clamp(0, 1)))
         return metrics, images
-
-
-def gaussians_of(model: SplatfactoModel) -> Gaussians:
-    """A TinySplat or splatfacto model's Gaussians as a 3DGS .ply holds them (degree-0 colours as SH
-    coefficients, where the model keeps them behind a sigmoid)."""
-    gaussians = {name: model.gauss_params[name].detach() for name in GAUSSIAN_PARAMS}
-    if model.config.sh_degree == 0:
-        gaussians["features_dc"] = rgb_to_sh(torch.sigmoid(gaussians["features_dc"]))
-    return gaussians

@@ -19,6 +19,8 @@ from torch import Tensor
 from tinysplat_ns.core.sh import SH_C0
 
 Gaussians = Dict[str, Tensor]
+# the Gaussians' parameters, under splatfacto's names (which Nerfstudio's viewer and exporter read)
+PARAMETERS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 
 _PLY_TYPES = {  # PLY scalar type names (both spellings) -> numpy
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",

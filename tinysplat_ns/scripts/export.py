@@ -44,36 +44,31 @@ class ExportSplats:
         if not self.load_config.is_file():
             sys.exit(f"error: {self.load_config}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
 
-        import torch
+        from tinysplat_ns.run_files import load_gaussians
 
-        from tinysplat_ns.run_loading import load_splat_model
-        from tinysplat_ns.tinysplat_model import gaussians_of
-
-        model = load_splat_model(self.load_config)
         start = time.perf_counter()
-        with torch.no_grad():
-            gaussians = gaussians_of(model)
-            total = len(gaussians["means"])
-            keep = finite_rows(gaussians)
-            dropped = {"not finite": int((~keep).sum())}
-            if self.min_opacity > 0:
-                # compared as logits, as ns-export does, so the two drop the same Gaussians
-                opaque = gaussians["opacities"].squeeze(-1) >= math.log(self.min_opacity / (1 - self.min_opacity))
-                dropped["below --min-opacity"] = int((keep & ~opaque).sum())
-                keep &= opaque
-            if self.crop_min is not None or self.crop_max is not None:
-                inside = in_box(gaussians["means"], self.crop_min, self.crop_max)
-                dropped["outside the crop box"] = int((keep & ~inside).sum())
-                keep &= inside
-            gaussians = select(gaussians, keep)
+        gaussians, step = load_gaussians(self.load_config)
+        total = len(gaussians["means"])
+        keep = finite_rows(gaussians)
+        dropped = {"not finite": int((~keep).sum())}
+        if self.min_opacity > 0:
+            # compared as logits, as ns-export does, so the two drop the same Gaussians
+            opaque = gaussians["opacities"].squeeze(-1) >= math.log(self.min_opacity / (1 - self.min_opacity))
+            dropped["below --min-opacity"] = int((keep & ~opaque).sum())
+            keep &= opaque
+        if self.crop_min is not None or self.crop_max is not None:
+            inside = in_box(gaussians["means"], self.crop_min, self.crop_max)
+            dropped["outside the crop box"] = int((keep & ~inside).sum())
+            keep &= inside
+        gaussians = select(gaussians, keep)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         count = (write_ply if fmt == "ply" else write_splat)(self.output, gaussians)
         seconds = time.perf_counter() - start
         dropped_text = ", ".join(f"{n:,} {why}" for why, n in dropped.items() if n)
         degree = sh_degree_of(gaussians) if fmt == "ply" else 0
         print(
-            f"Wrote {count:,} of {total:,} Gaussians (SH degree {degree}) to {self.output} in {seconds:.2f} s"
-            + (f"; dropped {dropped_text}" if dropped_text else "")
+            f"Wrote {count:,} of {total:,} Gaussians (SH degree {degree}, step {step}) to {self.output} "
+            f"in {seconds:.2f} s" + (f"; dropped {dropped_text}" if dropped_text else "")
         )
 
 
