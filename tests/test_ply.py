@@ -11,7 +11,7 @@ import splat_transform
 import torch
 from plyfile import PlyData, PlyElement
 
-from tinysplat_ns.core.ply import PlyError, property_names, read_ply, write_ply, write_splat
+from tinysplat_ns.core.ply import PlyError, finite_rows, property_names, read_ply, write_ply, write_splat
 from tinysplat_ns.core.sh import SH_C0
 
 
@@ -48,6 +48,15 @@ def test_round_trip_is_exact_and_plyfile_reads_the_standard_layout(tmp_path, deg
             assert np.array_equal(column, gaussians["features_rest"][:, k, channel].numpy())
     assert np.array_equal(vertex["opacity"], gaussians["opacities"][:, 0].numpy())
     assert np.array_equal(vertex["rot_0"], gaussians["quats"][:, 0].numpy())  # w first
+
+
+def test_finite_rows_finds_every_non_finite_value():
+    gaussians = random_gaussians(6, 2)
+    gaussians["means"][1, 2] = math.nan
+    gaussians["features_rest"][2, 7, 1] = math.inf
+    gaussians["opacities"][3, 0] = -math.inf
+    gaussians["scales"][4] = torch.tensor([3e38, 3e38, -3e38])  # large, finite: kept
+    assert finite_rows(gaussians).tolist() == [True, False, False, False, True, True]
 
 
 def test_reads_other_writers_files(tmp_path):

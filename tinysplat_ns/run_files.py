@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import yaml
 
+from tinysplat_ns.core.frames import Similarity, read_dataparser_transform
 from tinysplat_ns.core.ply import PARAMETERS, Gaussians
 from tinysplat_ns.core.sh import rgb_to_sh
 
@@ -82,3 +83,12 @@ def load_gaussians(config_path: Path) -> Tuple[Gaussians, int]:
     if gaussians["features_rest"].shape[1] == 0:  # SH degree 0
         gaussians["features_dc"] = rgb_to_sh(torch.sigmoid(gaussians["features_dc"]))
     return gaussians, int(state.get("step", 0))
+
+
+def dataparser_transform(config_path: Path) -> Similarity:
+    """The run's dataset coordinates -> run coordinates, which Nerfstudio saves beside config.yml."""
+    path = Path(config_path).parent / "dataparser_transforms.json"
+    try:
+        return read_dataparser_transform(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"error: {path}: cannot be read ({type(e).__name__}); it is written by ns-train beside config.yml")

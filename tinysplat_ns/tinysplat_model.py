@@ -29,6 +29,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tinysplat_ns.core.losses.base import LossInputs
 from tinysplat_ns.core.losses.composite import WeightedLoss, parse_weights
 from tinysplat_ns.core.losses.registry import available_terms
+from tinysplat_ns.core.frames import transform_gaussians
 from tinysplat_ns.core.ply import PARAMETERS, Gaussians, PlyError, read_ply, sh_degree_of, with_sh_degree
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh, sh_to_rgb
@@ -58,8 +59,12 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     """Hard cap on the number of Gaussians (0: no cap), honoured by every strategy; past it the
     least opaque go."""
     init_ply: Optional[Path] = None
-    """Start from the Gaussians of a 3DGS .ply (ours, ns-export's or another trainer's, in this
-    run's coordinate frame) instead of the SfM points."""
+    """Start from the Gaussians of a 3DGS .ply (ours, ns-export's or another trainer's) instead of
+    the SfM points."""
+    init_ply_frame: Literal["run", "data"] = "run"
+    """The coordinates of --pipeline.model.init-ply: "run": a Nerfstudio run's on this dataset (what
+    ns-export and tinysplat-export write); "data": the dataset's own, e.g. COLMAP's (what Inria's
+    3DGS and `tinysplat-export --frame data` write)."""
 
     def __setstate__(self, state):
         """How a run's config.yml is read back: options added to TinySplat since that run was
@@ -191,6 +196,9 @@ class TinySplatModel(SplatfactoModel):
                 f"{'dropping the higher bands' if degree > self.config.sh_degree else 'new bands start at zero'}",
                 soft_wrap=True,
             )
+        if self.config.init_ply_frame == "data":
+            matrix, scale = self.kwargs["metadata"]["dataparser_transform"]
+            gaussians = transform_gaussians(gaussians, (matrix.double(), float(scale)))
         CONSOLE.print(f"Starting from {len(gaussians['means']):,} Gaussians of {path}")
         return with_sh_degree(gaussians, self.config.sh_degree)
 

@@ -10,7 +10,7 @@ the file stores them channel-major).
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,11 +57,14 @@ def finite_rows(gaussians: Mapping[str, Tensor]) -> Tensor:
     n = len(gaussians["means"])
     keep = torch.ones(n, dtype=torch.bool, device=gaussians["means"].device)
     for value in gaussians.values():
-        keep &= torch.isfinite(value.reshape(n, -1)).all(dim=1)
+        # a row's float64 sum is finite exactly when all its float32 values are (no overflow)
+        keep &= torch.isfinite(value.reshape(n, -1).sum(dim=1, dtype=torch.float64))
     return keep
 
 
 def select(gaussians: Mapping[str, Tensor], keep: Tensor) -> Gaussians:
+    if bool(keep.all()):
+        return dict(gaussians)
     return {name: value[keep] for name, value in gaussians.items()}
 
 
@@ -70,21 +73,33 @@ def write_ply(path, gaussians: Mapping[str, Tensor]) -> int:
     file appears whole or not at all (written beside it, then renamed)."""
     columns = {name: _as_numpy(value) for name, value in gaussians.items()}
     n = len(columns["means"])
-    rest = columns["features_rest"]  # [N, K, 3]
-    names = property_names(rest.shape[1])
-    table = np.empty((n, len(names)), dtype="<f4")
-    table[:, 0:3] = columns["means"]
-    table[:, 3:6] = 0.0  # normals: unused, kept because readers expect the standard layout
-    table[:, 6:9] = columns["features_dc"]
-    end = 9 + 3 * rest.shape[1]
-    table[:, 9:end] = rest.transpose(0, 2, 1).reshape(n, -1)
-    table[:, end] = columns["opacities"].reshape(n)
-    table[:, end + 1 : end + 4] = columns["scales"]
-    table[:, end + 4 : end + 8] = columns["quats"]
+    num_rest = columns["features_rest"].shape[1]
+    names = property_names(num_rest)
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
     header += [f"property float {name}" for name in names] + ["end_header"]
-    _write_atomically(Path(path), ("\n".join(header) + "\n").encode("ascii"), table)
+    _write_atomically(Path(path), ("\n".join(header) + "\n").encode("ascii"), _ply_rows(columns, len(names)))
     return n
+
+
+def _ply_rows(columns: Mapping[str, np.ndarray], width: int, chunk: int = 16384) -> Iterator[np.ndarray]:
+    """The file's rows, a cache-sized block at a time (filling one table of all rows column by
+    column costs a pass over memory per column)."""
+    n = len(columns["means"])
+    num_rest = columns["features_rest"].shape[1]
+    end = 9 + 3 * num_rest
+    block = np.zeros((chunk, width), dtype="<f4")  # normals (3:6) stay 0: unused, but readers expect them
+    rest = block[:, 9:end]
+    rest.shape = (chunk, 3, num_rest)  # a view into the block (raises rather than copy)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        count = rows.stop - start
+        block[:count, 0:3] = columns["means"][rows]
+        block[:count, 6:9] = columns["features_dc"][rows]
+        rest[:count] = columns["features_rest"][rows].transpose(0, 2, 1)  # channel-major in the file
+        block[:count, end] = columns["opacities"][rows, 0]
+        block[:count, end + 1 : end + 4] = columns["scales"][rows]
+        block[:count, end + 4 : end + 8] = columns["quats"][rows]
+        yield block[:count]
 
 
 def write_splat(path, gaussians: Mapping[str, Tensor]) -> int:
@@ -105,16 +120,17 @@ def write_splat(path, gaussians: Mapping[str, Tensor]) -> int:
     quats = columns["quats"][order]
     quats = quats / np.linalg.norm(quats, axis=1, keepdims=True)
     table["rotation"] = np.clip(np.round(quats * 128 + 128), 0, 255)
-    _write_atomically(Path(path), b"", table)
+    _write_atomically(Path(path), b"", [table])
     return n
 
 
-def _write_atomically(path: Path, header: bytes, table: np.ndarray) -> None:
+def _write_atomically(path: Path, header: bytes, tables: Iterable[np.ndarray]) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temp, "wb") as f:
             f.write(header)
-            f.write(memoryview(np.ascontiguousarray(table)).cast("B"))
+            for table in tables:
+                f.write(memoryview(np.ascontiguousarray(table)).cast("B"))
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

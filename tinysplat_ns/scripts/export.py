@@ -27,6 +27,9 @@ class ExportSplats:
     format: Optional[Literal["ply", "splat"]] = None
     """ply: the standard 3DGS file (all SH bands); splat: the 32-byte web format (colour only).
     Default: from the output's suffix."""
+    frame: Literal["run", "data"] = "run"
+    """Coordinates to write in: "run": the run's own (as ns-export writes); "data": the dataset's
+    original ones, e.g. COLMAP's (as Inria's 3DGS writes), via the run's dataparser_transforms.json."""
     min_opacity: float = 1 / 255
     """Drop Gaussians whose opacity is below this (the default drops those the rasterizers skip, as
     ns-export does; 0 keeps all)."""
@@ -44,7 +47,8 @@ class ExportSplats:
         if not self.load_config.is_file():
             sys.exit(f"error: {self.load_config}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
 
-        from tinysplat_ns.run_files import load_gaussians
+        from tinysplat_ns.core.frames import inverse, transform_gaussians
+        from tinysplat_ns.run_files import dataparser_transform, load_gaussians
 
         start = time.perf_counter()
         gaussians, step = load_gaussians(self.load_config)
@@ -61,6 +65,8 @@ class ExportSplats:
             dropped["outside the crop box"] = int((keep & ~inside).sum())
             keep &= inside
         gaussians = select(gaussians, keep)
+        if self.frame == "data":
+            gaussians = transform_gaussians(gaussians, inverse(dataparser_transform(self.load_config)))
         self.output.parent.mkdir(parents=True, exist_ok=True)
         count = (write_ply if fmt == "ply" else write_splat)(self.output, gaussians)
         seconds = time.perf_counter() - start
