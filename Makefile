@@ -10,10 +10,12 @@ SCENE ?= ../shared/data/tumbler
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@# libusb: open3d, which ns-export imports; ffmpeg: ns-render; chromium: the viewer test
+	@# libusb: open3d, which ns-export imports; ffmpeg: ns-render; chromium: the viewer test;
+	@# npm: the .ply tests' outside reader (splat-transform)
 	@missing=""; ldconfig -p | grep -q libusb-1.0.so.0 || missing="libusb-1.0-0"; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; fi
 	$(PYTHON) -m venv $(VENV)

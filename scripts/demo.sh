@@ -11,7 +11,7 @@ ns-train tinysplat-cpu --data "$scene" --output-dir "$out" --max-num-iterations 
   --vis tensorboard --steps-per-eval-all-images 0 --viewer.quit-on-train-completion True
 run=$(dirname "$(ls -td "$out"/*/tinysplat-cpu/*/config.yml | head -1)")
 ns-eval --load-config "$run/config.yml" --output-path "$run/eval.json"
-ns-export gaussian-splat --load-config "$run/config.yml" --output-dir "$run/export"
+tinysplat-export --load-config "$run/config.yml" --output "$run/export/splat.ply"
 
 python - "$run" <<'PY'
 import json, sys
