@@ -4,6 +4,7 @@ A bad scene ends in one line that names the file and the fix (a `SceneError`, wh
 `sys.exit(message)`), not in a traceback from deep inside a dataparser or an image loader.
 """
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Literal, Type, Union
@@ -106,6 +107,19 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
             _ = self.cached_train
         if test_mode != "inference":
             _ = self.cached_eval
+
+    def next_train(self, step: int):
+        """The view of `step` depends on the step alone (a fresh shuffle of the views each epoch,
+        as Nerfstudio's "random" sampling does), so a run resumed from a checkpoint sees the views
+        the uninterrupted run would have."""
+        if self.config.train_cameras_sampling_strategy == "random":
+            count = len(self.train_dataset)
+            epoch, position = divmod(step, count)
+            if getattr(self, "_epoch", None) != epoch:
+                self._epoch, self._epoch_views = epoch, list(range(count))
+                random.Random(f"{self.config.train_cameras_sampling_seed}/{epoch}").shuffle(self._epoch_views)
+            self.train_unseen_cameras = [self._epoch_views[position]]
+        return super().next_train(step)
 
 
 def check_scene_layout(dataparser) -> None:

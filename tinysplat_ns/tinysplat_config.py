@@ -15,22 +15,22 @@ import yaml
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from tinysplat_ns.data import CheckedDatamanagerConfig
 from tinysplat_ns.schedulers import FloatExponentialDecaySchedulerConfig
 from tinysplat_ns.tinysplat_model import TinySplatModelConfig
+from tinysplat_ns.trainer import TinySplatTrainerConfig
 
 
 def adam(lr: float) -> AdamOptimizerConfig:
     return AdamOptimizerConfig(lr=lr, eps=1e-15)
 
 
-def tinysplat_trainer(max_steps: int = 30000) -> TrainerConfig:
+def tinysplat_trainer(max_steps: int = 30000) -> TinySplatTrainerConfig:
     """3DGS with splatfacto's published schedule; CUDA when there is a GPU, CPU otherwise."""
-    return TrainerConfig(
+    return TinySplatTrainerConfig(
         method_name="tinysplat",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,

@@ -253,9 +253,12 @@ class TinySplatModel(SplatfactoModel):
 
     def step_cb(self, optimizers: Optimizers, step):
         self.step = step
+        self.optimizer_set = optimizers
         self.optimizers = optimizers.optimizers
 
     def step_post_backward(self, step):
+        if getattr(getattr(self, "optimizer_set", None), "skipped_step", False):
+            return  # a skipped step's gradients (NaN) must not reach the strategy's statistics
         self.strategy.step_post_backward(self.gauss_params, self.optimizers, self.strategy_state, step, self.info)
         enforce_budget(self.gauss_params, self.optimizers, self.strategy_state, self.config.max_gaussians)
 
@@ -272,10 +275,13 @@ class TinySplatModel(SplatfactoModel):
         self.step = step  # a loaded checkpoint renders with the SH degree it was trained to
 
     def get_extra_state(self) -> Dict[str, Any]:
-        """The strategy's running state goes into checkpoints, so a resumed run densifies on."""
-        return {"strategy": self.config.strategy, "state": self.strategy_state}
+        """The strategy's running state and the random generator's go into checkpoints, so a
+        resumed run densifies on and draws what the uninterrupted run would have."""
+        return {"strategy": self.config.strategy, "state": self.strategy_state, "rng": torch.get_rng_state()}
 
     def set_extra_state(self, extra: Dict[str, Any]) -> None:
+        if "rng" in extra:
+            torch.set_rng_state(extra["rng"])
         if extra.get("strategy") == self.config.strategy:
             self.strategy_state = {
                 k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in extra["state"].items()
