@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from scene import scene_dir
+from scene import load_points, scene_dir
 from training import build_trainer, train_steps
 
 BIN = Path(sys.executable).parent
@@ -124,7 +124,10 @@ def ns_train(args, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "ns-train"), "tinysplat-cpu", "--data", str(scene_dir()), "--vis", "tensorboard",
          "--logging.steps-per-log", "1", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0",
-         *map(str, args)],
+         # densifying every 5 steps, so the strategy's state must be restored too
+         "--pipeline.model.strategy", "adc", "--pipeline.model.adc.refine-start-iter", "4",
+         "--pipeline.model.adc.refine-every", "5", "--pipeline.model.adc.grow-grad2d", "2e-5",
+         "--pipeline.model.max-gaussians", "12000", *map(str, args)],
         cwd=log.parent, stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"), text=True,
     )  # fmt: skip
 
@@ -157,8 +160,12 @@ def test_ctrl_c_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_pat
     cut = int(checkpoints[0].stem.split("-")[1])
     assert 15 <= cut < steps - 1, cut
     assert f"Interrupted after step {cut}: saved {checkpoints[0]}" in " ".join(out.split())
+    assert f"--load-dir {checkpoints[0].parent} --max-num-iterations {steps - 1 - cut}" in " ".join(out.split())
 
-    # the checkpoint is usable: exported, loaded as ns-viewer does, and resumed
+    saved = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
+    sfm_points = len(load_points(scene_dir())[0])
+    assert len(saved["pipeline"]["_model.gauss_params.means"]) != sfm_points  # densified before the cut
+    # the checkpoint is usable: exported and resumed
     config = checkpoints[0].parent.parent / "config.yml"
     export = subprocess.run(
         [str(BIN / "tinysplat-export"), "--load-config", str(config), "--output", str(tmp_path / "cut.ply")],

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from plyfile import PlyData, PlyElement
 from scene import scene_dir
 
 from tinysplat_ns.data import CheckedDatamanagerConfig, SceneError
@@ -147,3 +148,59 @@ def test_ci_fails_instead_of_skipping_without_the_data(monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
         scene_dir()
+
+
+def edit_transforms(scene: Path, change) -> None:
+    meta = json.loads((scene / "transforms.json").read_text())
+    change(meta)
+    (scene / "transforms.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("frames, message", [(0, ": 0 frames; training needs"), (1, ": 1 frame; training needs")])
+def test_too_few_photos(scene_copy, frames, message):
+    edit_transforms(scene_copy, lambda meta: meta.update(frames=meta["frames"][:frames]))
+    assert scene_error(scene_copy).startswith(f"error: {scene_copy / 'transforms.json'}{message}")
+
+
+def test_pose_with_nan(scene_copy):
+    edit_transforms(scene_copy, lambda meta: meta["frames"][3]["transform_matrix"][1].__setitem__(2, float("inf")))
+    name = json.loads((scene_copy / "transforms.json").read_text())["frames"][3]["file_path"]
+    assert scene_error(scene_copy) == (
+        f"error: {scene_copy / 'transforms.json'}: the transform_matrix of frame {name!r} is NaN or inf; "
+        "fix or remove that frame"
+    )
+
+
+def test_transforms_not_json(scene_copy):
+    (scene_copy / "transforms.json").write_text('{"frames": [')
+    assert "transforms.json: not valid JSON" in scene_error(scene_copy)
+
+
+def damage_truncated(path: Path):
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def damage_empty(path: Path):
+    PlyData([PlyElement.describe(np.empty(0, dtype=PlyData.read(str(path))["vertex"].data.dtype), "vertex")]).write(
+        str(path)
+    )
+
+
+def damage_nan(path: Path):
+    data = PlyData.read(str(path), mmap=False)
+    data["vertex"]["x"][10] = np.nan
+    data.write(str(path))
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [(damage_truncated, "cannot be read (PlyElementParseError"), (damage_empty, "has no points"),
+     (damage_nan, "has NaN/inf points")],
+)  # fmt: skip
+def test_damaged_sparse_points_fall_back_to_random_init(scene_copy, capsys, damage, problem):
+    damage(scene_copy / "sparse_pc.ply")
+    datamanager = load(scene_copy)
+    assert "points3D_xyz" not in datamanager.train_dataparser_outputs.metadata
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Warning: {scene_copy / 'sparse_pc.ply'} {problem}" in printed
+    assert "starting from random Gaussians" in printed

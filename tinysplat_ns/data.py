@@ -4,6 +4,7 @@ A bad scene ends in one line that names the file and the fix (a `SceneError`, wh
 `sys.exit(message)`), not in a traceback from deep inside a dataparser or an image loader.
 """
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,10 @@ def check_scene_layout(dataparser) -> None:
                 " (it has sparse/0: use `ns-train tinysplat colmap --data ...`)" if (data / "sparse/0").is_dir() else ""
             )
             raise SceneError(f"{poses}: no poses; run ns-process-data on the photos{hint}")
+        meta = check_transforms(poses)
+        if dataparser.load_3D_points and meta.get("ply_file_path"):
+            if not sparse_points_readable(poses.parent / meta["ply_file_path"]):
+                dataparser.load_3D_points = False
     elif isinstance(dataparser, ColmapDataParserConfig):
         if not (data / dataparser.colmap_path).is_dir():
             for candidate in (Path("sparse/0"), Path("sparse")):
@@ -152,3 +157,52 @@ def check_scene_layout(dataparser) -> None:
     elif isinstance(dataparser, BlenderDataParserConfig):
         if not (data / "transforms_train.json").exists():
             raise SceneError(f"{data / 'transforms_train.json'}: no poses; this is not a Blender-format scene")
+
+
+def check_transforms(poses: Path) -> dict:
+    """transforms.json parses, has at least two frames, and every pose is a finite 4x4 matrix."""
+    try:
+        meta = json.loads(poses.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SceneError(f"{poses}: not valid JSON ({e}); fix it or rerun ns-process-data") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not isinstance(frames, list) or len(frames) < 2:
+        count = len(frames) if isinstance(frames, list) else 0
+        raise SceneError(
+            f"{poses}: {count} frame{'s' if count != 1 else ''}; training needs at least 2 posed photos (one is "
+            "held out for testing): add photos and rerun ns-process-data"
+        )
+    for frame in frames:
+        try:
+            matrix = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            matrix = np.zeros(0)
+        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+            what = "not a 4x4 matrix" if matrix.shape != (4, 4) else "NaN or inf"
+            raise SceneError(
+                f"{poses}: the transform_matrix of frame {frame.get('file_path')!r} is {what}; fix or remove that frame"
+            )
+    return meta
+
+
+def sparse_points_readable(path: Path) -> bool:
+    """False, with a warning, for a point cloud that is missing, damaged or empty: the model then
+    starts from random Gaussians (open3d would hand the dataparser garbage from a damaged file)."""
+    from plyfile import PlyData
+
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+        xyz = np.stack([vertex[axis] for axis in "xyz"], axis=1)
+        for channel in ("red", "green", "blue"):
+            vertex[channel]
+        problem = "has no points" if len(xyz) == 0 else None if np.isfinite(xyz).all() else "has NaN/inf points"
+    except Exception as e:  # plyfile raises many types for a damaged file
+        problem = f"cannot be read ({type(e).__name__}: {e})" if path.exists() else "is missing"
+    if problem is None:
+        return True
+    CONSOLE.print(
+        f"[bold yellow]Warning: {path} {problem}; starting from random Gaussians instead of its points "
+        "(regenerate it with ns-process-data, or remove ply_file_path from transforms.json)",
+        soft_wrap=True,
+    )
+    return False

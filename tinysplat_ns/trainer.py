@@ -80,10 +80,11 @@ class TinySplatTrainer(Trainer):
         path = self.save_checkpoint(step)
         writer.write_out_storage()
         self.shutdown()
+        remaining = self._start_step + self.config.max_num_iterations - 1 - step
         CONSOLE.print(
             f"Interrupted after step {step}: saved {path}\nResume with: ns-train {self.config.method_name} "
-            f"--data {self.config.data or self.config.pipeline.datamanager.data} "
-            f"--load-dir {self.checkpoint_dir}",
+            f"--data {self.config.data or self.config.pipeline.datamanager.data} --load-dir {self.checkpoint_dir} "
+            f"--max-num-iterations {remaining} (and this run's other options)",
             soft_wrap=True,
         )
         sys.exit(130)
