@@ -11,7 +11,16 @@ import splat_transform
 import torch
 from plyfile import PlyData, PlyElement
 
-from tinysplat_ns.core.ply import PlyError, finite_rows, property_names, read_ply, write_ply, write_splat
+from tinysplat_ns.core.ply import (
+    PlyError,
+    finite_rows,
+    property_names,
+    read_ply,
+    sh_degree_of,
+    with_sh_degree,
+    write_ply,
+    write_splat,
+)
 from tinysplat_ns.core.sh import SH_C0
 
 
@@ -57,6 +66,16 @@ def test_finite_rows_finds_every_non_finite_value():
     gaussians["opacities"][3, 0] = -math.inf
     gaussians["scales"][4] = torch.tensor([3e38, 3e38, -3e38])  # large, finite: kept
     assert finite_rows(gaussians).tolist() == [True, False, False, False, True, True]
+
+
+def test_sh_degree_is_adapted_to_the_model():
+    three = random_gaussians(20, 3)
+    one = with_sh_degree(three, 1)
+    assert sh_degree_of(one) == 1 and torch.equal(one["features_rest"], three["features_rest"][:, :3])
+    back = with_sh_degree(one, 3)
+    assert torch.equal(back["features_rest"][:, :3], one["features_rest"])
+    assert back["features_rest"].shape == (20, 15, 3) and not back["features_rest"][:, 3:].any()
+    assert torch.equal(with_sh_degree(three, 0)["features_rest"], torch.zeros(20, 0, 3))
 
 
 def test_reads_other_writers_files(tmp_path):

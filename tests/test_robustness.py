@@ -202,3 +202,18 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path, monk
         trainer.save_checkpoint(4)
     assert sorted(p.name for p in trainer.checkpoint_dir.iterdir()) == [first.name]
     assert torch.load(first, map_location="cpu", weights_only=True)["step"] == 2
+
+
+def test_second_ctrl_c_quits_at_once_without_saving(tmp_path):
+    trainer = build_trainer(scene_dir(), tmp_path)
+    train_steps(trainer, range(2))
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        trainer._on_sigint(signal.SIGINT, None)  # the first Ctrl-C: save after this step
+        assert trainer.interrupted
+        with pytest.raises(SystemExit) as stopped:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the second
+        assert stopped.value.code == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not trainer.checkpoint_dir.exists() or not list(trainer.checkpoint_dir.iterdir())

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Type
@@ -51,7 +52,8 @@ class TinySplatTrainer(Trainer):
         return FiniteStepOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
 
     def setup(self, test_mode="val") -> None:
-        super().setup(test_mode)
+        with _sigint_handler(_quit_now):  # loading data: nothing to save yet
+            super().setup(test_mode)
         self.skipped_steps = 0
         self.bad_streak = 0
         self.interrupted = False
@@ -61,17 +63,12 @@ class TinySplatTrainer(Trainer):
         )
 
     def train(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return super().train()
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
-        try:
+        with _sigint_handler(self._on_sigint):
             super().train()
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def _on_sigint(self, signum, frame) -> None:
         self.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C quits at once
+        signal.signal(signal.SIGINT, _quit_now)
         CONSOLE.print("[bold yellow]Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit without it)")
 
     def _stop_if_interrupted(self, step: int) -> None:
@@ -137,3 +134,21 @@ class TinySplatTrainer(Trainer):
                 if old != path:
                     old.unlink()
         return path
+
+
+def _quit_now(signum, frame) -> None:
+    CONSOLE.print("Ctrl-C: stopped; the last checkpoint written is kept")
+    raise SystemExit(130)
+
+
+@contextmanager
+def _sigint_handler(handler):
+    """Ctrl-C handled by `handler` inside the block (signals reach the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
