@@ -165,8 +165,12 @@ def test_ctrl_c_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_pat
     saved = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
     sfm_points = len(load_points(scene_dir())[0])
     assert len(saved["pipeline"]["_model.gauss_params.means"]) != sfm_points  # densified before the cut
-    # the checkpoint is usable: exported and resumed
+    # the checkpoint is usable: loaded as ns-viewer and ns-eval load it, exported, and resumed
+    from nerfstudio.utils.eval_utils import eval_setup
+
     config = checkpoints[0].parent.parent / "config.yml"
+    _, pipeline, _, loaded_step = eval_setup(config)
+    assert loaded_step == cut and len(pipeline.model.means) == len(saved["pipeline"]["_model.gauss_params.means"])
     export = subprocess.run(
         [str(BIN / "tinysplat-export"), "--load-config", str(config), "--output", str(tmp_path / "cut.ply")],
         capture_output=True, text=True,
