@@ -117,7 +117,7 @@ def test_round_trip_export_import_renders_the_same_image(trained, frame):
     imported_config = copy.deepcopy(run_config)
     imported_config.pipeline.model.init_ply = path
     imported_config.pipeline.model.init_ply_frame = frame
-    imported = imported_config.pipeline.setup(device="cpu", test_mode="inference")
+    imported = imported_config.pipeline.setup(device="cpu", test_mode="val")  # as ns-train builds it
     imported.eval()
     imported.model.update_to_step(step)
     assert len(imported.model.means) == len(pipeline.model.means)
@@ -180,6 +180,25 @@ def test_moved_run_folder_exports_the_same_file(trained):
     finally:
         moved.rename(config.parent)
     assert (work / "before.ply").read_bytes() == (work / "after.ply").read_bytes()
+
+
+def test_a_run_started_from_a_ply_loads_without_it(trained, tmp_path):
+    """ns-viewer, ns-eval and ns-export rebuild the model before loading its checkpoint; the .ply
+    it started from may be gone by then."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    work, config = trained
+    path = tmp_path / "start.ply"
+    run(["tinysplat-export", "--load-config", config, "--output", path], work)
+    run(
+        ["ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", tmp_path / "out", "--vis", "tensorboard",
+         "--max-num-iterations", 3, "--pipeline.model.init-ply", path],
+        tmp_path,
+    )  # fmt: skip
+    count = len(vertex_table(path))  # the strategy of tinysplat-cpu keeps them all
+    path.unlink()
+    _, pipeline, _, step = eval_setup(next((tmp_path / "out").rglob("config.yml")), test_mode="inference")
+    assert step == 2 and len(pipeline.model.means) == count
 
 
 def test_bad_input_ends_in_one_line(trained, tmp_path):

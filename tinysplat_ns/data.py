@@ -100,9 +100,11 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
                 f"{config.dataparser.data}: Nerfstudio's {parser} parser could not read the scene "
                 f"({type(e).__name__}: {e}); check its pose files"
             ) from None
-        # for the model: a .ply in the dataset's own coordinates is moved into the run's
+        # for the model: a .ply in the dataset's own coordinates is moved into the run's, and one
+        # being viewed or evaluated ("test", "inference") gets its Gaussians from a checkpoint
         outputs = self.train_dataparser_outputs
         self.train_dataset.metadata["dataparser_transform"] = (outputs.dataparser_transform, outputs.dataparser_scale)
+        self.train_dataset.metadata["test_mode"] = test_mode
         # Decode now, so a broken image stops the run before training starts, not in its middle.
         if test_mode == "val":  # training
             _ = self.cached_train

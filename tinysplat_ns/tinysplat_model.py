@@ -134,7 +134,11 @@ class TinySplatModel(SplatfactoModel):
     config: TinySplatModelConfig
 
     def populate_modules(self):
-        gaussians = self._initial_ply() if self.config.init_ply is not None else self._initial_gaussians()
+        # a run loaded to be viewed or evaluated takes its Gaussians from its checkpoint: the .ply it
+        # started from is not needed (nor read) then
+        training = self.kwargs["metadata"].get("test_mode", "val") == "val"
+        from_ply = self.config.init_ply is not None and training
+        gaussians = self._initial_ply() if from_ply else self._initial_gaussians()
         if self.config.sh_degree == 0:  # degree 0 stores colours behind a sigmoid, as splatfacto does
             gaussians["features_dc"] = torch.logit(sh_to_rgb(gaussians["features_dc"]).clamp(0, 1), eps=1e-10)
         self.gauss_params = torch.nn.ParameterDict({name: Parameter(gaussians[name]) for name in PARAMETERS})
