@@ -118,10 +118,12 @@ def test_short_training_on_the_processed_scene(processed):
     assert psnr > 17.0
 
 
-def test_rerun_reuses_the_features_and_matches(processed):
+def test_rerun_reuses_the_features_and_matches_and_downscales(processed):
     work, photos, scene, stdout = processed
-    again = process(photos, scene)
+    again = process(photos, scene, "--num-downscales", 1)
     assert again.returncode == 0, again.stderr[-3000:]
+    with Image.open(scene / "images_2" / "0001.jpg") as half, Image.open(scene / "images" / "0001.jpg") as full:
+        assert half.size == (full.width // 2, full.height // 2)
     assert f"Features and matches: reusing {scene / 'database.db'}" in again.stdout
     assert "Extracting" not in again.stdout and "Matching" not in again.stdout
     assert "Placed 48 of 49 photos" in again.stdout
