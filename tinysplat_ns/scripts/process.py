@@ -54,8 +54,8 @@ class ProcessPhotos:
         image_dir.mkdir(exist_ok=True)
         for photo in photos:
             target = image_dir / photo.name
-            if not target.exists() or target.stat().st_size != photo.stat().st_size:
-                shutil.copy2(photo, target)
+            if not target.exists() or size_and_time(target) != size_and_time(photo):
+                shutil.copy2(photo, target)  # (keeps the time stamp)
         matcher = self.matcher
         if matcher == "auto":
             matcher = "exhaustive" if len(photos) <= EXHAUSTIVE_LIMIT else "sequential"
@@ -122,7 +122,7 @@ class ProcessPhotos:
         """What the features and matches depend on: the photos and the options."""
         digest = hashlib.sha256()
         for photo in photos:
-            digest.update(f"{photo.name}:{photo.stat().st_size}:{photo.stat().st_mtime_ns}\n".encode())
+            digest.update(f"{photo.name}:{size_and_time(photo)}\n".encode())
         options = {k: v for k, v in asdict(self).items() if k not in ("images", "output", "num_downscales")}
         return {"photos": digest.hexdigest(), "matcher": matcher, **{k: str(v) for k, v in options.items()}}
 
@@ -163,6 +163,11 @@ def stage(title: str, times: Dict[str, float], key: str):
         yield
     times[key] = time.perf_counter() - start
     print(f"{title}: done in {times[key]:.1f} s")
+
+
+def size_and_time(path: Path):
+    status = path.stat()
+    return status.st_size, int(status.st_mtime)
 
 
 def check_photos(folder: Path) -> List[Path]:
