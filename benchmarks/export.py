@@ -25,6 +25,15 @@ from common import scene_dir
 from tinysplat_ns.core.ply import property_names, write_ply
 
 BIN = Path(sys.executable).parent
+# per Gaussian, SH degree 3
+SHAPES = {
+    "means": (3,),
+    "scales": (3,),
+    "quats": (4,),
+    "features_dc": (3,),
+    "features_rest": (15, 3),
+    "opacities": (1,),
+}
 
 
 def base_run(work: Path) -> Path:
@@ -41,9 +50,7 @@ def run_with_gaussians(base_config: Path, n: int) -> Path:
     config = yaml.load(base_config.read_text(), Loader=yaml.Loader)
     checkpoint = torch.load(next(base_config.parent.glob("nerfstudio_models/*.ckpt")), weights_only=False)
     gen = torch.Generator().manual_seed(0)
-    shapes = {"means": (3,), "scales": (3,), "quats": (4,), "features_dc": (3,), "features_rest": (15, 3),
-              "opacities": (1,)}  # fmt: skip
-    for name, shape in shapes.items():
+    for name, shape in SHAPES.items():
         checkpoint["pipeline"][f"_model.gauss_params.{name}"] = torch.randn((n, *shape), generator=gen)
     config.timestamp = f"n{n}"
     models = config.get_checkpoint_dir()
@@ -88,9 +95,7 @@ def best_of_2(write, path: Path) -> float:
 
 def writer_seconds(n: int, out: Path) -> dict:
     gen = torch.Generator().manual_seed(1)
-    shapes = {"means": (3,), "scales": (3,), "quats": (4,), "features_dc": (3,), "features_rest": (15, 3),
-              "opacities": (1,)}  # fmt: skip
-    gaussians = {name: torch.randn((n, *shape), generator=gen).numpy() for name, shape in shapes.items()}
+    gaussians = {name: torch.randn((n, *shape), generator=gen).numpy() for name, shape in SHAPES.items()}
     times = {"ours": best_of_2(lambda: write_ply(out / "ours.ply", gaussians), out / "ours.ply")}
     try:
         import gsply

@@ -3,7 +3,6 @@ skipped instead of poisoning the Gaussians (and a run that keeps diverging stops
 state saved), Ctrl-C saves a checkpoint at the end of the running step, and checkpoints appear
 whole or not at all."""
 
-import os
 import signal
 import sys
 import threading
@@ -20,6 +19,8 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
+
+from tinysplat_ns.core.ply import atomic_write
 
 
 @dataclass
@@ -116,7 +117,6 @@ class TinySplatTrainer(Trainer):
         only after."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        temp = self.checkpoint_dir / f".{path.name}.{os.getpid()}.tmp"
         state = {
             "step": step,
             "pipeline": self.pipeline.state_dict(),
@@ -124,11 +124,8 @@ class TinySplatTrainer(Trainer):
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
         }
-        try:
+        with atomic_write(path) as temp:
             torch.save(state, temp)
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
         if self.config.save_only_latest_checkpoint:
             for old in self.checkpoint_dir.glob("step-*.ckpt"):
                 if old != path:

@@ -9,7 +9,7 @@ from typing import Mapping, Tuple
 import torch
 from torch import Tensor
 
-from tinysplat_ns.core.ply import Gaussians
+from tinysplat_ns.core.ply import Gaussians, sh_degree_of
 from tinysplat_ns.core.sh import sh_basis
 
 Similarity = Tuple[Tensor, float]  # ([3, 4] rotation | translation, scale), float64
@@ -90,6 +90,6 @@ def transform_gaussians(gaussians: Mapping[str, Tensor], similarity: Similarity)
     out["quats"] = _quaternion_product(_quaternion(proper), gaussians["quats"].double()).to(dtype)
     rest = gaussians["features_rest"]
     if rest.shape[1] > 0:
-        degree = {3: 1, 8: 2, 15: 3}[rest.shape[1]]
-        out["features_rest"] = torch.einsum("ij,njc->nic", sh_rotation(rotation, degree), rest.double()).to(dtype)
+        rotate = sh_rotation(rotation, sh_degree_of(gaussians))
+        out["features_rest"] = torch.einsum("ij,njc->nic", rotate, rest.double()).to(dtype)
     return out

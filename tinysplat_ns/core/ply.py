@@ -9,6 +9,7 @@ the file stores them channel-major).
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -30,7 +31,7 @@ _PLY_TYPES = {  # PLY scalar type names (both spellings) -> numpy
 }  # fmt: skip
 _FLOAT_TYPES = {"f4", "f8"}
 _MAX_HEADER = 1 << 16
-_REST_COUNTS = {0: 0, 9: 1, 24: 2, 45: 3}  # f_rest_* properties -> SH degree
+_DEGREE_OF_REST = {0: 0, 3: 1, 8: 2, 15: 3}  # SH coefficients per channel beyond degree 0 -> degree
 
 
 class PlyError(ValueError):
@@ -125,12 +126,20 @@ def write_splat(path, gaussians: Mapping[str, Tensor]) -> int:
 
 
 def _write_atomically(path: Path, header: bytes, tables: Iterable[np.ndarray]) -> None:
+    with atomic_write(path) as temp, open(temp, "wb") as f:
+        f.write(header)
+        for table in tables:
+            f.write(memoryview(np.ascontiguousarray(table)).cast("B"))
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed to `path` when the block ends well, so
+    readers (and a kill mid-write) never see a partial file."""
+    path = Path(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temp, "wb") as f:
-            f.write(header)
-            for table in tables:
-                f.write(memoryview(np.ascontiguousarray(table)).cast("B"))
+        yield temp
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
@@ -212,7 +221,7 @@ def read_ply(path) -> Gaussians:
         raise PlyError(f"{path}: properties declared twice: {', '.join(duplicated)}; the header is damaged")
     types = dict(props)
     num_rest = sum(1 for name in names if name.startswith("f_rest_"))
-    if num_rest not in _REST_COUNTS:
+    if num_rest % 3 or num_rest // 3 not in _DEGREE_OF_REST:
         raise PlyError(f"{path}: {num_rest} f_rest_* properties; a 3DGS .ply of SH degree 1, 2 or 3 has 9, 24 or 45")
     wanted = [name for name in property_names(num_rest // 3) if name not in ("nx", "ny", "nz")]
     missing = [name for name in wanted if name not in types]
@@ -259,7 +268,7 @@ def read_ply(path) -> Gaussians:
 
 
 def sh_degree_of(gaussians: Mapping[str, Tensor]) -> int:
-    return {0: 0, 3: 1, 8: 2, 15: 3}[gaussians["features_rest"].shape[1]]
+    return _DEGREE_OF_REST[gaussians["features_rest"].shape[1]]
 
 
 def with_sh_degree(gaussians: Mapping[str, Tensor], degree: int) -> Gaussians:
