@@ -10,7 +10,7 @@ SCENE ?= ../shared/data/tumbler
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@# libusb: open3d, which ns-export imports; ffmpeg: ns-render; chromium: the viewer test;
+	@# libusb: open3d, which ns-export imports; ffmpeg: ns-render; chromium: the viewer and compare tests;
 	@# npm: the .ply tests' outside reader (splat-transform)
 	@missing=""; ldconfig -p | grep -q libusb-1.0.so.0 || missing="libusb-1.0-0"; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \

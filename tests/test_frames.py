@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_rasterizer import camera, real_gaussians
 
-from tinysplat_ns.core.frames import inverse, transform_gaussians
+from tinysplat_ns.core.frames import compose, inverse, transform_cameras, transform_gaussians
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import eval_sh
 
@@ -97,3 +97,37 @@ def test_moved_scene_seen_by_the_moved_camera_renders_the_same_image():
         images.append(image)
     assert images[0].std() > 0.05
     assert math.isclose(float((images[0] - images[1]).abs().max()), 0.0, abs_tol=1e-9)
+
+
+def homogeneous(similarity_):
+    matrix, scale = similarity_
+    out = torch.eye(4, dtype=torch.float64)
+    out[:3] = matrix * scale  # x -> s (R x + t)
+    return out
+
+
+def test_composed_similarity_applies_inner_then_outer():
+    outer, inner = similarity(False, seed=1), similarity(False, seed=2)
+    points = torch.randn(50, 4, dtype=torch.float64)
+    points[:, 3] = 1
+    expected = points @ (homogeneous(outer) @ homogeneous(inner)).T
+    assert torch.allclose(points @ homogeneous(compose(outer, inner)).T, expected, atol=1e-12)
+
+
+def test_cameras_follow_nerfstudios_dataparser_between_two_runs_coordinates():
+    """Two parses of the real scene (Nerfstudio's default orientation, centring and scaling, and
+    none of them with a scale factor): A's test cameras taken through its transform back to the
+    dataset and on through B's are B's test cameras, as Nerfstudio computes them."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from scene import scene_dir
+
+    parsed = []
+    for options in ({}, {"orientation_method": "none", "center_method": "none", "auto_scale_poses": False,
+                         "scale_factor": 1.7}):  # fmt: skip
+        outputs = NerfstudioDataParserConfig(data=scene_dir(), **options).setup().get_dataparser_outputs("test")
+        transform = (outputs.dataparser_transform.double(), float(outputs.dataparser_scale))
+        parsed.append((outputs.cameras.camera_to_worlds.double(), transform))
+    (poses_a, to_a), (poses_b, to_b) = parsed
+    assert not torch.allclose(poses_a, poses_b, atol=0.1)
+    moved = transform_cameras(poses_a, compose(to_b, inverse(to_a)))
+    assert torch.allclose(moved, poses_b, atol=1e-5), (moved - poses_b).abs().max()

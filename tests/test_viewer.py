@@ -4,7 +4,6 @@ driven by Playwright): the live scene while `ns-train --vis viewer` trains, and 
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -13,32 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_for_port
 from scene import scene_dir
 
 BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"the viewer process exited with {proc.returncode}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"nothing listened on port {port} within {timeout} s")
 
 
 def screenshot_of_render(port: int, out: Path, timeout: float = 180) -> str:
@@ -72,15 +49,6 @@ def assert_scene_rendered(png: Path) -> None:
     viewport = image[60:780, 0:860]
     assert viewport.std() > 20
     assert len(np.unique(viewport.astype(np.uint8).reshape(-1, 3), axis=0)) > 5000
-
-
-def stop(proc: subprocess.Popen) -> int:
-    proc.terminate()
-    try:
-        return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("the viewer did not stop on SIGTERM within 60 s") from None
 
 
 def test_live_viewer_while_training(tmp_path):

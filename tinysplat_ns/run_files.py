@@ -62,15 +62,19 @@ def latest_checkpoint(config_path: Path, config: Dict[str, Any]) -> Path:
     sys.exit(f"error: {folders[0]}: no checkpoint (step-*.ckpt); train the run first or pass its own config.yml")
 
 
+def numpy_scalars_allowed():
+    """A context in which `torch.load(weights_only=True)` accepts numpy scalars: Nerfstudio's
+    schedulers leave numpy floats in the optimizer state of other methods' checkpoints."""
+    return torch.serialization.safe_globals([np.core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))])
+
+
 def load_gaussians(config_path: Path) -> Tuple[Gaussians, int]:
     """The Gaussians of a TinySplat or splatfacto run's latest checkpoint, as a 3DGS .ply holds
     them (degree-0 colours, which the models keep behind a sigmoid, as SH coefficients), and the step."""
     config = read_config(config_path)
     checkpoint = latest_checkpoint(config_path, config)
-    # Nerfstudio's schedulers can leave numpy floats in the optimizer state (splatfacto runs)
-    numpy_scalars = [np.core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))]
     try:
-        with torch.serialization.safe_globals(numpy_scalars):
+        with numpy_scalars_allowed():
             state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:
         sys.exit(f"error: {checkpoint}: cannot be loaded ({type(e).__name__}); the file is damaged or not a checkpoint")

@@ -27,6 +27,14 @@ def inverse(similarity: Similarity) -> Similarity:
     return torch.cat([rotation_t, -rotation_t @ matrix[:, 3:] * scale], dim=1), 1.0 / scale
 
 
+def compose(outer: Similarity, inner: Similarity) -> Similarity:
+    """The similarity that applies `inner`, then `outer`."""
+    (outer_matrix, outer_scale), (inner_matrix, inner_scale) = outer, inner
+    rotation = outer_matrix[:, :3] @ inner_matrix[:, :3]
+    translation = outer_matrix[:, :3] @ inner_matrix[:, 3] + outer_matrix[:, 3] / inner_scale
+    return torch.cat([rotation, translation[:, None]], dim=1), outer_scale * inner_scale
+
+
 def _quaternion(rotation: Tensor) -> Tensor:
     """w x y z of a proper rotation matrix (Shepperd's method: the largest of the four first)."""
     m = rotation
@@ -93,3 +101,15 @@ def transform_gaussians(gaussians: Mapping[str, Tensor], similarity: Similarity)
         rotate = sh_rotation(rotation, sh_degree_of(gaussians))
         out["features_rest"] = torch.einsum("ij,njc->nic", rotate, rest.double()).to(dtype)
     return out
+
+
+def transform_cameras(camera_to_worlds: Tensor, similarity: Similarity) -> Tensor:
+    """[..., 3, 4] camera-to-world poses in the frame x -> s (R x + t), R a rotation: the camera
+    axes turn by R, the centres move (Nerfstudio's dataparsers move poses so)."""
+    matrix, scale = similarity
+    rotation, translation = matrix[:, :3], matrix[:, 3]
+    dtype = camera_to_worlds.dtype
+    poses = camera_to_worlds.double()
+    axes = rotation @ poses[..., :3]
+    centres = scale * (poses[..., 3] @ rotation.T + translation)
+    return torch.cat([axes, centres[..., None]], dim=-1).to(dtype)

@@ -1,0 +1,290 @@
+"""`tinysplat-compare`: two real trained runs in one viser page, looked at in Debian's Chromium
+through Playwright, used as a user would (the panel's controls), its scores checked against
+`ns-eval`, its counts against the checkpoints, its photo side against the photo file."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_port
+from PIL import Image
+from scene import scene_dir
+
+from tinysplat_ns.core.split_view import LETTERBOX_RGB
+
+BIN = Path(sys.executable).parent
+TESTS = Path(__file__).parent
+SCORE = re.compile(r"(\d+) test views: PSNR ([\d.]+) dB, SSIM ([\d.]+)")
+
+
+def ns_train(method: str, out: Path, *extra: str, data: Path = None, program: str = "ns-train") -> Path:
+    command = [str(BIN / "ns-train")] if program == "ns-train" else [sys.executable, program]
+    command += [method, "--data", str(data or scene_dir()), "--output-dir", str(out), "--vis", "tensorboard"]
+    subprocess.run(command + list(extra), cwd=out, check=True, capture_output=True)
+    return next(out.rglob("config.yml"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A: tinysplat-cpu; B: a shorter tinysplat-cpu-mcmc run on the same photos, whose dataparser
+    keeps the dataset's own orientation, centre and scale, so B's coordinates differ from A's."""
+    a = ns_train("tinysplat-cpu", tmp_path_factory.mktemp("a"), "--max-num-iterations", "200")
+    b = ns_train(
+        "tinysplat-cpu-mcmc", tmp_path_factory.mktemp("b"), "--max-num-iterations", "60",
+        "nerfstudio-data", "--orientation-method", "none", "--center-method", "none", "--auto-scale-poses", "False",
+    )  # fmt: skip
+    return a, b
+
+
+def start_compare(configs, tmp_path: Path, *extra: str):
+    port = free_port()
+    log = tmp_path / f"compare-{port}.log"
+    command = [str(BIN / "tinysplat-compare"), "--port", str(port), "--host", "127.0.0.1", *extra]
+    for config in configs:
+        command += ["--load-config", str(config)]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    wait_for_port(port, proc)
+    return proc, port, log
+
+
+def interrupt(proc: subprocess.Popen, log: Path) -> None:
+    """Ctrl-C: the server stops at once, exit status 0, no traceback."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("tinysplat-compare did not stop on Ctrl-C within 60 s") from None
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert text.rstrip().endswith("tinysplat-compare: stopped")
+
+
+class Page:
+    """The compare page in a headless Chromium, driven through its panel."""
+
+    def __init__(self, playwright, port: int):
+        if not Path(CHROMIUM).exists():
+            pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        self.page = self.browser.new_page(viewport={"width": 1200, "height": 800})
+        self.page.goto(f"http://127.0.0.1:{port}")
+
+    def text(self) -> str:
+        return self.page.inner_text("body")
+
+    def wait_for_text(self, pattern: str, count: int = 1, timeout: float = 240) -> list:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = re.findall(pattern, self.text())
+            if len(found) >= count:
+                return found
+            time.sleep(1)
+        raise AssertionError(f"the page never showed {pattern!r} {count} times; it shows:\n{self.text()}")
+
+    def choose(self, label: str, option: str) -> None:
+        target = self.page.locator(f"xpath=//label[normalize-space()='{label}']").get_attribute("for")
+        self.page.locator(f"[id='{target}']").click()
+        self.page.get_by_role("option").filter(has_text=option).first.click()
+
+    def value(self, label: str) -> str:
+        target = self.page.locator(f"xpath=//label[normalize-space()='{label}']").get_attribute("for")
+        return self.page.locator(f"[id='{target}']").input_value()
+
+    def set_number(self, label: str, value: float) -> None:
+        number_input = "input[contains(@class,'NumberInput-input')]"
+        box = self.page.locator(
+            f"xpath=//label[normalize-space()='{label}']/ancestor::*[.//{number_input}][1]//{number_input}"
+        )
+        box.fill(str(value))
+        box.press("Enter")
+
+    def picture(self, path: Path, settle: float = 4) -> np.ndarray:
+        """The 3D view's pixels (the panel sits beside it), once the full-resolution frame is in."""
+        time.sleep(settle)
+        self.page.screenshot(path=str(path))
+        # the 3D view's canvas is the one beside the panel (the other spans the whole page)
+        box = min((c.bounding_box() for c in self.page.locator("canvas").all()), key=lambda b: b["width"])
+        image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+        return image[int(box["y"]) : int(box["y"] + box["height"]), int(box["x"]) : int(box["x"] + box["width"])]
+
+    def close(self) -> None:
+        self.browser.close()
+
+
+def strips(picture: np.ndarray):
+    """Pixels left and right of the middle divider, below the labels and clear of the line's JPEG
+    ringing: each side's render."""
+    height, width = picture.shape[:2]
+    rows, middle, margin, strip = slice(int(0.25 * height), int(0.95 * height)), width // 2, width // 40, width // 6
+    return picture[rows, middle - strip : middle - margin], picture[rows, middle + margin : middle + strip]
+
+
+def assert_rendered(pixels: np.ndarray) -> None:
+    """A photo-like render: strong variation and many colours, unlike an empty or flat side."""
+    assert pixels.std() > 15
+    assert len(np.unique(pixels.astype(np.uint8).reshape(-1, 3), axis=0)) > 2000
+
+
+def gaussians_in_checkpoint(config: Path) -> int:
+    checkpoint = max((config.parent / "nerfstudio_models").glob("step-*.ckpt"))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return state["pipeline"]["_model.gauss_params.means"].shape[0]
+
+
+def ns_eval(config: Path, tmp_path: Path) -> dict:
+    out = tmp_path / f"{config.parent.parent.name}.json"
+    subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(out)], check=True,
+                   capture_output=True, cwd=tmp_path)  # fmt: skip
+    return json.loads(out.read_text())["results"]
+
+
+def test_two_runs_side_by_side_in_the_browser(runs, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    a, b = runs
+    proc, port, log = start_compare(runs, tmp_path)
+    try:
+        with sync_playwright() as playwright:
+            page = Page(playwright, port)
+            scores = page.wait_for_text(SCORE.pattern, count=2)
+            text = page.text()
+            split_view = page.picture(tmp_path / "split.png")
+            left, right = strips(split_view)
+            assert_rendered(left)
+            assert_rendered(right)
+
+            # the divider: at 1 the whole picture is A, at 0 it is B; each time only the other side changes
+            page.set_number("Divider", 1)
+            only_a = page.picture(tmp_path / "only_a.png")
+            page.set_number("Divider", 0)
+            only_b = page.picture(tmp_path / "only_b.png")
+            unchanged = np.abs(strips(only_a)[0] - left).mean(), np.abs(strips(only_b)[1] - right).mean()
+            changed = np.abs(strips(only_a)[1] - right).mean(), np.abs(strips(only_b)[0] - left).mean()
+            print("mean |difference| of the unchanged and the changed sides:", unchanged, changed)
+            # measured: unchanged up to 0.6 (JPEG), changed 9.2 and 11.9 (B trained 60 steps, A 200)
+            assert max(unchanged) < 2
+            assert min(changed) > 5  # A and B render the same place differently
+
+            # jump to a test view and put its photo on the right
+            page.set_number("Divider", 0.5)
+            page.choose("Right", "Test photo")
+            page.choose("Test view", "1: ")
+            photo_name = page.value("Test view").split(": ", 1)[1]
+            on_photo = page.picture(tmp_path / "photo.png", settle=6)
+            page.close()
+    finally:
+        if proc.poll() is None:
+            interrupt(proc, log)
+
+    # labels: each run's method and Gaussian count (read back from its checkpoint)
+    assert "A: tinysplat-cpu (" in text and "B: tinysplat-cpu-mcmc (" in text
+    for config in runs:
+        assert f"{gaussians_in_checkpoint(config):,} Gaussians" in text
+    # scores on the test views: what ns-eval computes for each run, B through its own coordinates
+    for config, (count, psnr, ssim) in zip((a, b), scores):
+        reference = ns_eval(config, tmp_path)
+        assert int(count) == 4
+        assert abs(float(psnr) - reference["psnr"]) < 0.02, (psnr, reference)
+        assert abs(float(ssim) - reference["ssim"]) < 0.002, (ssim, reference)
+    # the right side is the photo file itself, where the test camera sees it (centred, full height)
+    height, width = on_photo.shape[:2]
+    photo = Image.open(scene_dir() / "images" / photo_name).convert("RGB")
+    shown_width = round(height * photo.width / photo.height)
+    expected = np.zeros_like(on_photo)
+    left_edge = (width - shown_width) // 2
+    expected[:, left_edge : left_edge + shown_width] = np.asarray(photo.resize((shown_width, height), Image.BILINEAR))
+    difference = np.abs(strips(on_photo)[1] - strips(expected)[1]).mean()
+    assert difference < 8, difference
+
+
+def test_bad_input_gets_one_line(runs, tmp_path):
+    a, _ = runs
+    not_a_run = tmp_path / "other.yml"
+    not_a_run.write_text("learning_rate: 0.1\n")
+    no_checkpoint = tmp_path / "empty_run" / "config.yml"
+    no_checkpoint.parent.mkdir()
+    no_checkpoint.write_text(a.read_text().replace(a.parent.name, "never-trained"))  # nowhere to find one
+    moved_data = tmp_path / "moved_data" / "config.yml"
+    moved_data.parent.mkdir()
+    config_text = a.read_text()  # (config.yml writes a path as a list of its parts)
+    assert f"\n- {scene_dir().name}\n" in config_text
+    moved_data.write_text(config_text.replace(f"\n- {scene_dir().name}\n", "\n- moved-away\n"))
+    (moved_data.parent / "nerfstudio_models").symlink_to(a.parent / "nerfstudio_models")
+    cases = {
+        (tmp_path / "missing" / "config.yml", a): "no such file; pass the config.yml of a run",
+        (not_a_run, a): "not a Nerfstudio run config",
+        (a,): "got 1 runs; pass two",
+        (a, a, "--max-resolution", "8"): "--max-resolution must be 32 to 4096",
+        (a, no_checkpoint): "no checkpoint (step-*.ckpt)",
+        (moved_data, a): "is not there; run from the folder ns-train ran in",
+    }
+    for configs, message in cases.items():
+        command = [str(BIN / "tinysplat-compare")]
+        for config in configs:
+            command += ["--load-config", str(config)] if isinstance(config, Path) else [config]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert result.returncode == 1, (configs, result.stdout[-500:], result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (configs, last)
+
+
+def test_runs_on_different_datasets_warn_and_still_show(runs, tmp_path):
+    """C trained on a copy of the scene without its first 8 photos: another dataset, other test photos."""
+    a, _ = runs
+    scene, fewer = scene_dir(), tmp_path / "fewer_photos"
+    fewer.mkdir()
+    transforms = json.loads((scene / "transforms.json").read_text())
+    transforms["frames"] = sorted(transforms["frames"], key=lambda f: f["file_path"])[8:]
+    (fewer / "transforms.json").write_text(json.dumps(transforms))
+    for name in ("images", transforms.get("ply_file_path", "sparse_pc.ply")):
+        (fewer / name).symlink_to(scene / name)
+    c = ns_train("tinysplat-cpu", tmp_path, "--max-num-iterations", "20", data=fewer)
+
+    proc, port, log = start_compare((a, c), tmp_path)
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=30)
+        assert page.status == 200 and b"<html" in page.read().lower()
+    finally:
+        interrupt(proc, log)
+    warnings = [line for line in log.read_text().splitlines() if line.startswith("warning: ")]
+    assert any("trained on different datasets" in line and str(fewer) in line for line in warnings), warnings
+    assert any("held out different test photos" in line for line in warnings), warnings
+
+
+def test_compares_with_another_nerfstudio_method(runs, tmp_path):
+    """nerfacto, rendered through its own model on the CPU (3 steps: only the path is under test),
+    from a checkpoint with numpy floats in it, built offline without LPIPS's weights."""
+    from playwright.sync_api import sync_playwright
+
+    a, _ = runs
+    nerfacto = ns_train(
+        "nerfacto", tmp_path, "--machine.device-type", "cpu", "--max-num-iterations", "3",
+        "--pipeline.datamanager.train-num-rays-per-batch", "256", program=str(TESTS / "offline_ns_train.py"),
+    )  # fmt: skip
+    proc, port, log = start_compare((a, nerfacto), tmp_path, "--max-resolution", "48")
+    try:
+        with sync_playwright() as playwright:
+            page = Page(playwright, port)
+            page.wait_for_text(r"B: nerfacto \(")
+            picture = page.picture(tmp_path / "nerfacto.png", settle=15)
+            text = page.text()
+            page.close()
+    finally:
+        interrupt(proc, log)  # while nerfacto is still scoring the test views (minutes each on a CPU)
+    summary_of_b = text[text.index("B: nerfacto (") :].split("\n\n")[0]
+    assert "Gaussians" not in summary_of_b and "Gaussians" in text[: text.index("B: nerfacto (")]
+    left, right = strips(picture)
+    assert_rendered(left)
+    # 3 steps of nerfacto render a nearly flat grey: not the empty backdrop, not A's picture
+    backdrop = np.abs(right.mean(axis=(0, 1)) - np.array(LETTERBOX_RGB)).max()
+    assert backdrop > 30 and np.abs(right - left).mean() > 5, (backdrop, np.abs(right - left).mean())
