@@ -59,7 +59,8 @@ class CompareRuns:
         page = ComparePage(runs, views, warnings, self.port, self.host, self.max_resolution)
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        print(f"tinysplat-compare: open http://localhost:{self.port} (Ctrl-C stops)", flush=True)
+        # (viser takes the next free port when this one is in use)
+        print(f"tinysplat-compare: open http://localhost:{page.server.get_port()} (Ctrl-C stops)", flush=True)
 
         scoring = threading.Thread(target=page.score_test_views, args=(stop,), daemon=True)
         scoring.start()
