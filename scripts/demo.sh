@@ -23,4 +23,5 @@ print(f"\nTest views: PSNR {results['psnr']:.2f} dB, SSIM {results['ssim']:.3f}"
 print(f"Checkpoint: {checkpoint}")
 print(f"Splat:      {run / 'export' / 'splat.ply'}")
 print(f"Look at it: ns-viewer --load-config {run / 'config.yml'}")
+print(f"Compare:    tinysplat-compare --load-config {run / 'config.yml'} --load-config <another run>/config.yml")
 PY
