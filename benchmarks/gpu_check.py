@@ -7,16 +7,16 @@ float64 MCMC relocation against gsplat's CUDA kernel.
 """
 
 import json
-import math
 import sys
 import time
 import traceback
 
 import torch
+from common import timed
 
 from tinysplat_ns.core.ply import read_ply
 from tinysplat_ns.core.rasterization import rasterization
-from tinysplat_ns.core.strategies.ops import RELOCATION_N_MAX, compute_relocation
+from tinysplat_ns.core.strategies.ops import RELOCATION_N_MAX, compute_relocation, gsplat_binomials
 
 
 def render_inputs(gaussians, device):
@@ -68,19 +68,15 @@ def parity(params, cameras):
 
 
 def timing(params, camera, backend, repeat=20):
+    """Median forward+backward milliseconds (the GPU's queue drained in each)."""
     _, _, (width, height) = camera
     weights = (torch.ones(1, height, width, 3, device="cuda"), torch.ones(1, height, width, 1, device="cuda"))
-    for _ in range(3):
-        render(params, camera, backend, weights)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+
+    def step():
         render(params, camera, backend, weights)
         torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return 1000 * times[len(times) // 2]
+
+    return 1000 * timed(step, repeat=repeat, warmup=3)
 
 
 def grown(params, n, seed=0):
@@ -100,9 +96,7 @@ def relocation_check():
     opacities = torch.rand(n, device="cuda", generator=gen).clamp(0.005, 0.995)
     scales = torch.rand(n, 3, device="cuda", generator=gen) * 0.1 + 1e-3
     ratios = torch.randint(1, RELOCATION_N_MAX + 1, (n,), device="cuda", generator=gen)
-    binoms = torch.tensor(
-        [[math.comb(i, k) for k in range(RELOCATION_N_MAX)] for i in range(RELOCATION_N_MAX)], device="cuda"
-    ).float()
+    binoms = gsplat_binomials(torch.device("cuda"))
     ours_o, ours_s = compute_relocation(opacities, scales, ratios)
     theirs_o, theirs_s = gsplat_relocation(opacities, scales, ratios.int(), binoms)
     rel_s = ((ours_s - theirs_s).abs() / theirs_s.abs().clamp(min=1e-12)).amax(-1)

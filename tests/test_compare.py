@@ -17,19 +17,13 @@ import torch
 from browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_port
 from PIL import Image
 from scene import scene_dir
+from training import ns_train
 
 from tinysplat_ns.core.split_view import LETTERBOX_RGB
 
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).parent
 SCORE = re.compile(r"(\d+) test views: PSNR ([\d.]+) dB, SSIM ([\d.]+)")
-
-
-def ns_train(method: str, out: Path, *extra: str, data: Path = None, program: str = "ns-train") -> Path:
-    command = [str(BIN / "ns-train")] if program == "ns-train" else [sys.executable, program]
-    command += [method, "--data", str(data or scene_dir()), "--output-dir", str(out), "--vis", "tensorboard"]
-    subprocess.run(command + list(extra), cwd=out, check=True, capture_output=True)
-    return next(out.rglob("config.yml"))
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +84,17 @@ class Page:
             time.sleep(1)
         raise AssertionError(f"the page never showed {pattern!r} {count} times; it shows:\n{self.text()}")
 
-    def choose(self, label: str, option: str) -> None:
+    def _input(self, label: str):
+        """The panel's input that `label` names."""
         target = self.page.locator(f"xpath=//label[normalize-space()='{label}']").get_attribute("for")
-        self.page.locator(f"[id='{target}']").click()
+        return self.page.locator(f"[id='{target}']")
+
+    def choose(self, label: str, option: str) -> None:
+        self._input(label).click()
         self.page.get_by_role("option").filter(has_text=option).first.click()
 
     def value(self, label: str) -> str:
-        target = self.page.locator(f"xpath=//label[normalize-space()='{label}']").get_attribute("for")
-        return self.page.locator(f"[id='{target}']").input_value()
+        return self._input(label).input_value()
 
     def set_number(self, label: str, value: float) -> None:
         number_input = "input[contains(@class,'NumberInput-input')]"
@@ -269,7 +266,7 @@ def test_compares_with_another_nerfstudio_method(runs, tmp_path):
     a, _ = runs
     nerfacto = ns_train(
         "nerfacto", tmp_path, "--machine.device-type", "cpu", "--max-num-iterations", "3",
-        "--pipeline.datamanager.train-num-rays-per-batch", "256", program=str(TESTS / "offline_ns_train.py"),
+        "--pipeline.datamanager.train-num-rays-per-batch", "256", script=TESTS / "offline_ns_train.py",
     )  # fmt: skip
     proc, port, log = start_compare((a, nerfacto), tmp_path, "--max-resolution", "48")
     try:

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_for_port
 from scene import scene_dir
+from training import ns_train
 
 BIN = Path(sys.executable).parent
 
@@ -71,14 +72,7 @@ def test_live_viewer_while_training(tmp_path):
 
 
 def test_ns_viewer_on_a_finished_run(tmp_path):
-    subprocess.run(
-        [
-            str(BIN / "ns-train"), "tinysplat-cpu", "--data", str(scene_dir()), "--output-dir", str(tmp_path),
-            "--max-num-iterations", "100", "--vis", "tensorboard",
-        ],
-        cwd=tmp_path, check=True, capture_output=True,
-    )  # fmt: skip
-    config = next(tmp_path.rglob("config.yml"))
+    config = ns_train("tinysplat-cpu", tmp_path, "--max-num-iterations", "100")
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "ns-viewer"), "--load-config", str(config), "--viewer.websocket-port", str(port)],

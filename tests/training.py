@@ -1,7 +1,10 @@
 """Training through Nerfstudio's own Trainer in this process, step by step, so tests can watch the
-model between steps (the loop of Trainer.train() without its logging, evaluation and saving)."""
+model between steps (the loop of Trainer.train() without its logging, evaluation and saving); and
+whole runs through `ns-train`, as a user starts them."""
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
@@ -40,3 +43,14 @@ def train_steps(trainer: Trainer, steps, each=None):
             callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
         if each is not None:
             each(step, float(loss))
+
+
+def ns_train(method: str, out: Path, *extra: str, data: Path = None, script: Path = None) -> Path:
+    """A finished run of `method` on the real scene (or `data`) under `out`: its config.yml.
+    `script`: a Python file to run instead of `ns-train`, with the same arguments."""
+    from scene import scene_dir
+
+    command = [sys.executable, str(script)] if script else [str(Path(sys.executable).parent / "ns-train")]
+    command += [method, "--data", str(data or scene_dir()), "--output-dir", str(out), "--vis", "tensorboard"]
+    subprocess.run(command + list(extra), cwd=out, check=True, capture_output=True)
+    return next(out.rglob("config.yml"))

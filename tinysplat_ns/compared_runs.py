@@ -163,11 +163,10 @@ def dataset_warnings(runs: Sequence[ComparedRun]) -> List[str]:
 def test_views(run: ComparedRun) -> List[TestView]:
     """The run's held-out photos with their cameras, as `ns-eval` scores them."""
     views = []
-    names = _test_names(run.pipeline)
-    for index, (camera, batch) in enumerate(run.pipeline.datamanager.fixed_indices_eval_dataloader):
+    for name, (camera, batch) in zip(run.test_names, run.pipeline.datamanager.fixed_indices_eval_dataloader):
         photo = batch["image"]
         photo = photo.float() / 255 if photo.dtype == torch.uint8 else photo.float()
-        views.append(TestView(names[index], camera.to("cpu"), photo[..., :3].cpu()))
+        views.append(TestView(name, camera.to("cpu"), photo[..., :3].cpu()))
     return views
 
 

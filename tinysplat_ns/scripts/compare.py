@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import tyro
+import viser
+import viser.transforms as vtf
 from typing_extensions import Annotated
 
 from tinysplat_ns.core.split_view import LETTERBOX_RGB, enlarged, fit_size, label, letterbox, split
@@ -83,7 +85,6 @@ class ComparePage:
     """The viser server, its panel, and one render thread per open browser tab."""
 
     def __init__(self, runs, views, warnings: List[str], port: int, host: str, max_resolution: int):
-        import viser
         from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 
         self.runs, self.views, self.warnings = runs, views, warnings
@@ -178,11 +179,14 @@ class ComparePage:
 
     def viser_pose(self, camera_to_world: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
         """viser's camera position and orientation (OpenCV axes, scaled world) of a Nerfstudio pose."""
-        import viser.transforms as vtf
-
         pose = camera_to_world.double().numpy()
         rotation = vtf.SO3.from_matrix(pose[:, :3]) @ vtf.SO3.from_x_radians(np.pi)
         return pose[:, 3] * self.world_scale, rotation.wxyz
+
+    def nerfstudio_pose(self, position: np.ndarray, wxyz: np.ndarray) -> torch.Tensor:
+        """The [3, 4] Nerfstudio camera-to-world pose of a viser camera (the inverse of viser_pose)."""
+        rotation = (vtf.SO3(np.asarray(wxyz)) @ vtf.SO3.from_x_radians(np.pi)).as_matrix()
+        return torch.tensor(np.concatenate([rotation, np.asarray(position)[:, None] / self.world_scale], axis=1))
 
     def select(self, client, k: int) -> None:
         self.test_view.value = self.test_view.options[k]
@@ -263,7 +267,6 @@ class ClientView(threading.Thread):
         self.running = True
         self.snapped: Optional[int] = None
         self.snap_pose: Optional[Tuple[np.ndarray, np.ndarray]] = None
-        self.first_view_pending = True
         self.browser_updates = 0
         self.moving = True  # the camera or a control moved since the last picture
         client.camera.on_update(self._browser_moved)
@@ -275,10 +278,9 @@ class ClientView(threading.Thread):
         frustums = []
         for k, view in enumerate(self.page.views):
             position, wxyz = self.page.viser_pose(view.camera.camera_to_worlds[0])
-            fov = float(2 * torch.atan(view.camera.height / (2 * view.camera.fy)))
             aspect = float(view.camera.width / view.camera.height)
             frustum = self.client.scene.add_camera_frustum(
-                f"/test_views/{k}", fov=fov, aspect=aspect, scale=0.1, color=(235, 160, 40),
+                f"/test_views/{k}", fov=_vertical_fov(view.camera), aspect=aspect, scale=0.1, color=(235, 160, 40),
                 wxyz=wxyz, position=position,
             )  # fmt: skip
             frustum.on_click(lambda event, k=k: self.page.select(self.client, k))
@@ -296,15 +298,13 @@ class ClientView(threading.Thread):
 
     def snap_to(self, k: int) -> None:
         """Put the tab's camera on test view k (its position, direction, roll and field of view)."""
-        import viser.transforms as vtf
-
         camera = self.page.views[k].camera
         position, wxyz = self.page.viser_pose(camera.camera_to_worlds[0])
         with self.client.atomic():
             self.client.camera.position = position
             self.client.camera.wxyz = wxyz
             self.client.camera.up_direction = vtf.SO3(wxyz) @ np.array([0.0, -1.0, 0.0])
-            self.client.camera.fov = float(2 * torch.atan(camera.height / (2 * camera.fy)))
+            self.client.camera.fov = _vertical_fov(camera)
         self.snapped, self.snap_pose = k, (position, vtf.SO3(wxyz).as_matrix()[:, 2])
         self.snap_confirmed, self.snapped_at, self.updates_at_snap = False, time.time(), self.browser_updates
         self.show_test_cameras()
@@ -313,8 +313,6 @@ class ClientView(threading.Thread):
     def _still_snapped(self) -> Optional[int]:
         """The test view the camera sits on. Until the browser has echoed the snapped pose (rounded)
         its older camera messages are not moves; after that, any move leaves the view."""
-        import viser.transforms as vtf
-
         if self.snapped is None:
             return None
         position, direction = self.snap_pose
@@ -330,15 +328,12 @@ class ClientView(threading.Thread):
         return self.snapped
 
     def run(self) -> None:
+        while self.client.camera.update_timestamp == 0.0 and self.running:  # the tab has not said where it looks yet
+            time.sleep(0.05)
+        if self.page.views and self.running:
+            self.snap_to(self.page.selected_view())  # the page opens on a test view
         needs_full = False
         while self.running:
-            if self.client.camera.update_timestamp == 0.0:  # the tab has not said where it looks yet
-                time.sleep(0.05)
-                continue
-            if self.first_view_pending:
-                self.first_view_pending = False
-                if self.page.views:
-                    self.snap_to(self.page.selected_view())
             woken = self.wake.wait(0.15)
             if not self.running:
                 break
@@ -361,7 +356,8 @@ class ClientView(threading.Thread):
 
     def _send(self, long_side: int) -> None:
         self.page.last_render_request = time.time()
-        from nerfstudio.cameras.cameras import Cameras, CameraType
+        from nerfstudio.cameras.cameras import CameraType
+        from nerfstudio.viewer.utils import CameraState, get_camera
 
         page, client_camera = self.page, self.client.camera
         aspect = float(client_camera.aspect)
@@ -372,17 +368,10 @@ class ClientView(threading.Thread):
             height, width = fit_size(aspect, image_aspect, long_side)
             camera = _resized(test_camera, height, width)
         else:
-            import viser.transforms as vtf
-
             height, width = fit_size(aspect, aspect, long_side)
-            rotation = vtf.SO3(np.asarray(client_camera.wxyz)) @ vtf.SO3.from_x_radians(np.pi)
-            position = np.asarray(client_camera.position) / page.world_scale
-            pose = np.concatenate([rotation.as_matrix(), position[:, None]], axis=1)
-            focal = height / 2 / np.tan(float(client_camera.fov) / 2)
-            camera = Cameras(
-                camera_to_worlds=torch.tensor(pose, dtype=torch.float32)[None], fx=focal, fy=focal,
-                cx=width / 2, cy=height / 2, width=width, height=height, camera_type=CameraType.PERSPECTIVE,
-            )  # fmt: skip
+            pose = page.nerfstudio_pose(client_camera.position, client_camera.wxyz)
+            state = CameraState(float(client_camera.fov), aspect, pose, camera_type=CameraType.PERSPECTIVE)
+            camera = get_camera(state, height, width)  # as ns-viewer builds its camera
         window = fit_size(aspect, aspect, long_side)
         divider = float(page.divider.value)
         pictures, labels = [], []
@@ -396,6 +385,11 @@ class ClientView(threading.Thread):
         image = split(pictures[0], pictures[1], divider)
         image = label(label(image, labels[0], "left"), labels[1], "right")
         self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=92)
+
+
+def _vertical_fov(camera) -> float:
+    """viser's field of view (vertical, radians) of a one-camera Cameras."""
+    return float(2 * torch.atan(camera.height / (2 * camera.fy)))
 
 
 def _resized(camera, height: int, width: int):

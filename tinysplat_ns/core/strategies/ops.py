@@ -45,17 +45,19 @@ def compute_relocation(opacities: Tensor, scales: Tensor, ratios: Tensor) -> Tup
     return new_o.to(opacities.dtype), new_scales.to(scales.dtype)
 
 
+def gsplat_binomials(device: torch.device) -> Tensor:
+    """The table C(n, k), n, k < RELOCATION_N_MAX, that gsplat's CUDA relocation kernel takes."""
+    table = [[math.comb(n, k) for k in range(RELOCATION_N_MAX)] for n in range(RELOCATION_N_MAX)]
+    return torch.tensor(table, dtype=torch.float32, device=device)
+
+
 def _relocation(opacities: Tensor, scales: Tensor, sampled: Tensor, min_opacity: float) -> Tuple[Tensor, Tensor]:
     """New opacity and scale of the sampled Gaussians, which now share their mass with copies."""
     ratios = torch.bincount(sampled)[sampled] + 1
     if opacities.is_cuda:
-        binoms = torch.tensor(
-            [[math.comb(n, k) for k in range(RELOCATION_N_MAX)] for n in range(RELOCATION_N_MAX)],
-            dtype=torch.float32,
-            device=opacities.device,
-        )
         from gsplat.relocation import compute_relocation as gsplat_relocation
 
+        binoms = gsplat_binomials(opacities.device)
         new_o, new_s = gsplat_relocation(opacities[sampled], scales[sampled], ratios, binoms)
     else:
         new_o, new_s = compute_relocation(opacities[sampled], scales[sampled], ratios)
