@@ -56,24 +56,32 @@ def assert_same(a, b):
 
 @pytest.mark.parametrize("poison", ["loss", "gradient"])
 def test_non_finite_steps_are_skipped_and_counted(tmp_path, poison):
-    """ADC, so that its gradient statistics are checked too: nothing of a bad step gets in."""
-    trainer = build_trainer(scene_dir(), tmp_path, pipeline__model__strategy="adc")
+    """ADC, so that its gradient statistics are checked too: nothing of a bad step gets in. It has
+    densified at step 5 (new parameter tensors) before the bad steps 7-9."""
+    trainer = build_trainer(
+        scene_dir(), tmp_path, pipeline__model__strategy="adc", pipeline__model__adc__refine_start_iter=3,
+        pipeline__model__adc__refine_every=5, pipeline__model__adc__grow_grad2d=1e-12,
+        pipeline__model__max_gaussians=9000,
+    )  # fmt: skip
     model = trainer.pipeline.model
-    bad = {5, 6, 7}
+    bad = {7, 8, 9}
     if poison == "loss":
         poison_loss(model, bad)
     else:
         model.gauss_params["scales"].register_hook(lambda g: g * math.inf if model.step in bad else g)
-    train_steps(trainer, range(5))
+    train_steps(trainer, range(7))
+    assert len(model.means) == 9000  # the SfM points are 7840: grown at step 5
+    if poison == "gradient":  # densification replaced the parameter that had the hook
+        model.gauss_params["scales"].register_hook(lambda g: g * math.inf if model.step in bad else g)
     before = snapshot(trainer)
     assert before[2]["grad2d"].abs().sum() > 0  # statistics are being gathered
     losses = []
-    train_steps(trainer, range(5, 8), each=lambda step, loss: losses.append(loss))
+    train_steps(trainer, range(7, 10), each=lambda step, loss: losses.append(loss))
     assert_same(before, snapshot(trainer))
     assert trainer.skipped_steps == 3 and trainer.bad_streak == 3
     if poison == "loss":
         assert all(math.isnan(loss) for loss in losses)
-    train_steps(trainer, range(8, 12), each=lambda step, loss: losses.append(loss))
+    train_steps(trainer, range(10, 14), each=lambda step, loss: losses.append(loss))
     assert trainer.bad_streak == 0 and all(math.isfinite(loss) for loss in losses[3:])
     assert not torch.equal(before[0]["means"], model.gauss_params["means"])
     assert all(torch.isfinite(p).all() for p in model.gauss_params.values())

@@ -38,7 +38,15 @@ class FiniteStepOptimizers(Optimizers):
     skipped_step: bool = False
 
     def optimizer_scaler_step_some(self, grad_scaler, param_groups: List[str]) -> None:
-        grads = [p.grad for group in param_groups for p in self.parameters[group] if p.grad is not None]
+        # the optimizers' own parameter lists: densification replaces the Gaussians' tensors there
+        # (Nerfstudio's `self.parameters` still holds the first ones, whose .grad stays None)
+        grads = [
+            p.grad
+            for group in param_groups
+            for optimizer_group in self.optimizers[group].param_groups
+            for p in optimizer_group["params"]
+            if p.grad is not None
+        ]
         self.skipped_step = not all(bool(torch.isfinite(g).all()) for g in grads)
         if self.skipped_step:
             self.zero_grad_all()
