@@ -6,8 +6,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import adopt_orphans, survivors
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+# a process still ending this long after its test finished is a survivor
+SURVIVOR_GRACE_S = 5
+
+# the processes the tests' commands start stay below this one, even once their parent is gone
+adopt_orphans()
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    """Every command a test runs (ns-train, the tinysplat-* scripts, ...) has stopped all it started
+    by the time the test ends; a survivor fails the test, named, and is killed."""
+    yield
+    left = survivors(os.getpid(), grace=SURVIVOR_GRACE_S)
+    if left:
+        pytest.fail("processes outlived their command:\n" + "\n".join(left), pytrace=False)
 
 
 @pytest.fixture(scope="session")

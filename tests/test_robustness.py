@@ -4,6 +4,7 @@ runaway densifier, Ctrl-C saving a checkpoint that a resumed run continues from 
 checkpoints that a kill mid-write cannot corrupt."""
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from scene import load_points, scene_dir
 from training import build_trainer, train_steps
 
 BIN = Path(sys.executable).parent
+TESTS = Path(__file__).parent
 
 
 def poison_loss(model, bad_steps):
@@ -126,22 +128,31 @@ def tensorboard_losses(run_dir: Path):
     return {event.step: event.value for event in events.Scalars("Train Loss")}
 
 
-def ns_train(args, log: Path) -> subprocess.Popen:
+def ns_train(args, log: Path, patches: dict = None) -> subprocess.Popen:
     """ns-train in the background, its output in log.out / log.err (a pipe nobody reads would
-    fill up and stall it)."""
+    fill up and stall it). `patches`: tests/patched_ns_train.py's settings, to run that instead."""
+    command = [sys.executable, str(TESTS / "patched_ns_train.py")] if patches else [str(BIN / "ns-train")]
     return subprocess.Popen(
-        [str(BIN / "ns-train"), "tinysplat-cpu", "--data", str(scene_dir()), "--vis", "tensorboard",
+        [*command, "tinysplat-cpu", "--data", str(scene_dir()), "--vis", "tensorboard",
          "--logging.steps-per-log", "1", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0",
          # densifying every 5 steps, so the strategy's state must be restored too
          "--pipeline.model.strategy", "adc", "--pipeline.model.adc.refine-start-iter", "4",
          "--pipeline.model.adc.refine-every", "5", "--pipeline.model.adc.grow-grad2d", "2e-5",
          "--pipeline.model.max-gaussians", "12000", *map(str, args)],
         cwd=log.parent, stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"), text=True,
+        env={**os.environ, **{name: str(value) for name, value in (patches or {}).items()}},
     )  # fmt: skip
 
 
 def output(log: Path, stream: str) -> str:
     return Path(f"{log}.{stream}").read_text()
+
+
+def wait_for_checkpoint(run: subprocess.Popen, folder: Path) -> None:
+    """Until the run has saved its first checkpoint: it is training."""
+    deadline = time.time() + 600
+    while not list(folder.rglob("step-*.ckpt")) and time.time() < deadline and run.poll() is None:
+        time.sleep(0.05)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_path):
@@ -155,9 +166,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_pat
     run = ns_train(
         ["--output-dir", tmp_path / "cut", "--max-num-iterations", steps, "--steps-per-save", 15], tmp_path / "cut"
     )
-    deadline = time.time() + 600
-    while not list((tmp_path / "cut").rglob("step-*.ckpt")) and time.time() < deadline and run.poll() is None:
-        time.sleep(0.05)
+    wait_for_checkpoint(run, tmp_path / "cut")
     run.send_signal(signal.SIGINT)
     run.wait(timeout=600)
     out, err = output(tmp_path / "cut", "out"), output(tmp_path / "cut", "err")
@@ -229,3 +238,46 @@ def test_second_ctrl_c_quits_at_once_without_saving(tmp_path):
     finally:
         signal.signal(signal.SIGINT, previous)
     assert not trainer.checkpoint_dir.exists() or not list(trainer.checkpoint_dir.iterdir())
+
+
+# The exits of ns-train itself. What each leaves running is checked after every test
+# (conftest.py's no_process_outlives_its_test).
+
+
+def test_second_ctrl_c_to_ns_train_quits_at_once_keeping_the_last_checkpoint(tmp_path):
+    log = tmp_path / "run"
+    run = ns_train(["--output-dir", tmp_path, "--max-num-iterations", 1000, "--steps-per-save", 3], log,
+                   patches={"STEP_SECONDS": 2})  # fmt: skip
+    wait_for_checkpoint(run, tmp_path)
+    run.send_signal(signal.SIGINT)
+    deadline = time.time() + 60
+    while "Ctrl-C again to quit" not in output(log, "out") and time.time() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)  # within the same step
+    assert run.wait(timeout=120) == 130
+    out, err = " ".join(output(log, "out").split()), output(log, "err")
+    assert "Ctrl-C: stopped; the last checkpoint written is kept" in out and "Interrupted after" not in out
+    assert "Traceback" not in err, err[-2000:]
+    assert [p.name for p in tmp_path.rglob("step-*.ckpt")] == ["step-000000003.ckpt"]
+
+
+def test_a_diverging_ns_train_stops_in_one_line(tmp_path):
+    log = tmp_path / "run"
+    run = ns_train(["--output-dir", tmp_path, "--max-num-iterations", 1000, "--max-bad-steps", 3], log,
+                   patches={"DIVERGE_FROM_STEP": 6})  # fmt: skip
+    assert run.wait(timeout=600) == 1
+    err = output(log, "err")
+    assert "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("error: training diverged: 3 steps in a row (up to step 8)")
+    assert [p.name for p in tmp_path.rglob("step-*.ckpt")] == ["step-000000005.ckpt"]
+
+
+def test_sigterm_to_ns_train_ends_it_through_its_exit_handlers(tmp_path):
+    """A kill (SIGTERM, what `kill` and `timeout` send) exits with 143 like a shell's killed job,
+    through the exit handlers that stop the processes the run started, not on the spot."""
+    log = tmp_path / "run"
+    run = ns_train(["--output-dir", tmp_path, "--max-num-iterations", 1000, "--steps-per-save", 3], log)
+    wait_for_checkpoint(run, tmp_path)
+    run.terminate()
+    assert run.wait(timeout=120) == 143
+    assert "Traceback" not in output(log, "err")

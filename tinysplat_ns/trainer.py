@@ -20,6 +20,7 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from tinysplat_ns.child_processes import stop_children_at_exit
 from tinysplat_ns.core.ply import atomic_write
 
 
@@ -61,6 +62,8 @@ class TinySplatTrainer(Trainer):
         return FiniteStepOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
 
     def setup(self, test_mode="val") -> None:
+        # a kill (SIGTERM) too ends through the exit handlers, which stop every process the run started
+        stop_children_at_exit(sigterm_exits=True)
         with _sigint_handler(_quit_now):  # loading data: nothing to save yet
             super().setup(test_mode)
         self.skipped_steps = 0

@@ -18,6 +18,7 @@ import viser
 import viser.transforms as vtf
 from typing_extensions import Annotated
 
+from tinysplat_ns.child_processes import stop_children, stop_children_at_exit
 from tinysplat_ns.core.split_view import LETTERBOX_RGB, enlarged, fit_size, label, letterbox, split
 
 PHOTO = "Test photo"
@@ -72,7 +73,8 @@ class CompareRuns:
         print("tinysplat-compare: stopped", flush=True)
         if scoring.is_alive():
             # a slow model (a NeRF on a CPU takes minutes per photo) is mid-render: nothing is left
-            # to save or close, so do not wait for it
+            # to save or close, so do not wait for it (os._exit skips the exit handlers)
+            stop_children()
             os._exit(0)
 
 
@@ -404,6 +406,7 @@ def _resized(camera, height: int, width: int):
 
 
 def entrypoint() -> None:
+    stop_children_at_exit()  # a loaded run's datamanager may start worker processes (nerfacto's does)
     tyro.extras.set_accent_color("bright_yellow")
     tyro.cli(CompareRuns).main()
 

@@ -11,6 +11,7 @@ from typing import Literal, Optional, Tuple
 import tyro
 from typing_extensions import Annotated
 
+from tinysplat_ns.child_processes import stop_children_at_exit
 from tinysplat_ns.core.ply import finite_rows, in_box, select, sh_degree_of, write_ply, write_splat
 
 Vector3 = Tuple[float, float, float]
@@ -79,6 +80,7 @@ class ExportSplats:
 
 
 def entrypoint() -> None:
+    stop_children_at_exit()
     tyro.cli(Annotated[ExportSplats, tyro.conf.FlagConversionOff]).main()
 
 

@@ -16,6 +16,8 @@ from typing import Dict, List, Literal
 import tyro
 from typing_extensions import Annotated
 
+from tinysplat_ns.child_processes import stop_children_at_exit
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 # up to this many photos every pair is matched; beyond it they are taken as video frames in order
 EXHAUSTIVE_LIMIT = 200
@@ -192,6 +194,7 @@ def check_photos(folder: Path) -> List[Path]:
 
 
 def entrypoint() -> None:
+    stop_children_at_exit()
     tyro.cli(Annotated[ProcessPhotos, tyro.conf.FlagConversionOff]).main()
 
 
