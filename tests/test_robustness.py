@@ -130,7 +130,8 @@ def tensorboard_losses(run_dir: Path):
 
 def ns_train(args, log: Path, patches: dict = None) -> subprocess.Popen:
     """ns-train in the background, its output in log.out / log.err (a pipe nobody reads would
-    fill up and stall it). `patches`: tests/patched_ns_train.py's settings, to run that instead."""
+    fill up and stall it), unbuffered so that a test reads each line as it is printed.
+    `patches`: tests/patched_ns_train.py's settings, to run that instead."""
     command = [sys.executable, str(TESTS / "patched_ns_train.py")] if patches else [str(BIN / "ns-train")]
     return subprocess.Popen(
         [*command, "tinysplat-cpu", "--data", str(scene_dir()), "--vis", "tensorboard",
@@ -140,7 +141,7 @@ def ns_train(args, log: Path, patches: dict = None) -> subprocess.Popen:
          "--pipeline.model.adc.refine-every", "5", "--pipeline.model.adc.grow-grad2d", "2e-5",
          "--pipeline.model.max-gaussians", "12000", *map(str, args)],
         cwd=log.parent, stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"), text=True,
-        env={**os.environ, **{name: str(value) for name, value in (patches or {}).items()}},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **{name: str(value) for name, value in (patches or {}).items()}},
     )  # fmt: skip
 
 

@@ -69,13 +69,13 @@ class CompareRuns:
         scoring.start()
         while not stop.wait(0.5):
             pass
+        stop_children()
         page.close()
         print("tinysplat-compare: stopped", flush=True)
-        if scoring.is_alive():
-            # a slow model (a NeRF on a CPU takes minutes per photo) is mid-render: nothing is left
-            # to save or close, so do not wait for it (os._exit skips the exit handlers)
-            stop_children()
-            os._exit(0)
+        # Out at once, skipping the exit handlers: nothing is left to save, the scoring thread may be
+        # mid-render (a NeRF on a CPU takes minutes per photo), and viser's stopped server prints
+        # stray asyncio task errors if the interpreter lingers (seen while the workers were stopped).
+        os._exit(0)
 
 
 def _stop_now(signum, frame) -> None:
