@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -30,14 +30,18 @@ def adopt_orphans() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def _stat(pid: int):
-    """(parent pid, state letter) of a process, or None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the name in brackets may hold spaces
-    return int(fields[1]), fields[0]
+def _process_table() -> Dict[int, Tuple[int, str]]:
+    """{pid: (parent pid, state letter)} of every process there is."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            fields = text[text.rindex(")") + 2 :].split()  # the name in brackets may hold spaces
+            table[int(entry)] = int(fields[1]), fields[0]
+    return table
 
 
 def described(pid: int) -> str:
@@ -50,14 +54,9 @@ def described(pid: int) -> str:
     return f"{command or '?'} (in {folder})"
 
 
-def descendants(root: int) -> Dict[int, int]:
+def descendants(root: int, table: Dict[int, Tuple[int, str]] = None) -> Dict[int, int]:
     """{pid: parent pid} of every living process below `root` (zombies left out)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None and stat[1] != "Z":
-                parents[int(entry)] = stat[0]
+    parents = {pid: parent for pid, (parent, state) in (table or _process_table()).items() if state != "Z"}
     below, frontier = {}, {root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier and pid not in below}
@@ -65,17 +64,15 @@ def descendants(root: int) -> Dict[int, int]:
     return below
 
 
-def reap_adopted_zombies() -> None:
+def reap_adopted_zombies(table: Dict[int, Tuple[int, str]]) -> None:
     """Collect the exit status of this process's dead children (adopted orphans that ended), so
     they do not linger as zombies."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None and stat[0] == os.getpid() and stat[1] == "Z":
-                try:
-                    os.waitpid(int(entry), os.WNOHANG)
-                except ChildProcessError:
-                    pass
+    for pid, (parent, state) in table.items():
+        if parent == os.getpid() and state == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def survivors(root: int, grace: float) -> List[str]:
@@ -83,8 +80,9 @@ def survivors(root: int, grace: float) -> List[str]:
     as 'pid N (parent M): command line (in folder)'; they are then killed."""
     deadline = time.time() + grace
     while True:
-        reap_adopted_zombies()
-        alive = descendants(root)
+        table = _process_table()
+        reap_adopted_zombies(table)
+        alive = descendants(root, table)
         if not alive or time.time() >= deadline:
             break
         time.sleep(0.2)
@@ -95,7 +93,7 @@ def survivors(root: int, grace: float) -> List[str]:
         except ProcessLookupError:
             pass
     time.sleep(0.2)
-    reap_adopted_zombies()
+    reap_adopted_zombies(_process_table())
     return named
 
 
