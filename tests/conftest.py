@@ -38,3 +38,22 @@ def plugin_env(tmp_path_factory):
         capture_output=True,
     )
     return {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """60 steps of tinysplat-cpu on the real scene with the SH degree raised every 10 steps, so that
+    every band has been trained (non-zero): (its folder, its config.yml)."""
+    from scene import scene_dir
+    from training import run_command
+
+    work = tmp_path_factory.mktemp("export")
+    run_command(
+        [
+            "ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", work / "outputs",
+            "--max-num-iterations", 60, "--vis", "tensorboard", "--steps-per-eval-all-images", 0,
+            "--pipeline.model.sh-degree-interval", 10,
+        ],
+        work,
+    )  # fmt: skip
+    return work, next((work / "outputs").rglob("config.yml"))

@@ -4,8 +4,6 @@ train -> export -> import -> render that gives the same image."""
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,37 +12,9 @@ import splat_transform
 import torch
 from plyfile import PlyData
 from scene import scene_dir
-from training import build_trainer, train_steps
+from training import build_trainer, run_command as run, train_steps
 
 from tinysplat_ns.core.ply import read_ply
-
-BIN = Path(sys.executable).parent
-
-
-def run(cmd, cwd, check=True):
-    result = subprocess.run(
-        [str(BIN / cmd[0]), *map(str, cmd[1:])], cwd=cwd, capture_output=True, text=True, timeout=900
-    )
-    if check:
-        assert result.returncode == 0, f"{cmd[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """60 steps of tinysplat-cpu with the SH degree raised every 10 steps, so that every band has
-    been trained (non-zero) and the f_rest ordering is tested for real."""
-    work = tmp_path_factory.mktemp("export")
-    run(
-        [
-            "ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", work / "outputs",
-            "--max-num-iterations", 60, "--vis", "tensorboard", "--steps-per-eval-all-images", 0,
-            "--pipeline.model.sh-degree-interval", 10,
-        ],
-        work,
-    )  # fmt: skip
-    return work, next((work / "outputs").rglob("config.yml"))
-
 
 def vertex_table(path: Path) -> np.ndarray:
     return PlyData.read(str(path))["vertex"].data

@@ -12,7 +12,7 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from tinysplat_ns.core.ply import (
-    PlyError,
+    SplatFileError,
     finite_rows,
     property_names,
     read_ply,
@@ -173,7 +173,7 @@ STANDARD = ["format binary_little_endian 1.0", "element vertex 2"] + [f"property
 )  # fmt: skip
 def test_malformed_files_fail_in_one_line_naming_the_file(tmp_path, header, body, message):
     path = write_table(tmp_path / "bad.ply", header, body)
-    with pytest.raises(PlyError) as error:
+    with pytest.raises(SplatFileError) as error:
         read_ply(path)
     text = str(error.value)
     assert text.startswith(f"{path}: ") and "\n" not in text
@@ -187,24 +187,24 @@ def test_non_finite_values_are_rejected_by_vertex(tmp_path, value, column):
     data = PlyData.read(str(tmp_path / "scene.ply"))
     data["vertex"][column][7] = value
     data.write(str(tmp_path / "broken.ply"))
-    with pytest.raises(PlyError, match=r"1 vertices \(first: 7\) have NaN or inf in"):
+    with pytest.raises(SplatFileError, match=r"1 vertices \(first: 7\) have NaN or inf in"):
         read_ply(tmp_path / "broken.ply")
 
 
 def test_missing_empty_and_foreign_files(tmp_path):
-    with pytest.raises(PlyError, match=r"absent.ply: cannot be read \(No such file or directory\)"):
+    with pytest.raises(SplatFileError, match=r"absent.ply: cannot be read \(No such file or directory\)"):
         read_ply(tmp_path / "absent.ply")
     (tmp_path / "empty.ply").write_bytes(b"")
     (tmp_path / "photo.ply").write_bytes(b"\x89PNG\r\n" + bytes(100))
     for name in ("empty.ply", "photo.ply"):
-        with pytest.raises(PlyError, match="has no PLY header; give a binary 3DGS .ply"):
+        with pytest.raises(SplatFileError, match="has no PLY header; give a binary 3DGS .ply"):
             read_ply(tmp_path / name)
 
 
 def test_fuzz_corrupted_files_end_in_a_clear_error_or_a_valid_read(tmp_path):
     """400 corruptions of a real file (truncations, flipped bytes in the header and the body,
     header lines dropped, doubled or swapped): each either reads into finite arrays of consistent
-    shapes or raises PlyError with one line; nothing else escapes and nothing hangs."""
+    shapes or raises SplatFileError with one line; nothing else escapes and nothing hangs."""
     write_ply(tmp_path / "good.ply", random_gaussians(64, 3, seed=4))
     good = (tmp_path / "good.ply").read_bytes()
     header_end = good.index(b"end_header") + len(b"end_header\n")
@@ -233,7 +233,7 @@ def test_fuzz_corrupted_files_end_in_a_clear_error_or_a_valid_read(tmp_path):
             path.write_bytes(bytes(data))
             try:
                 back = read_ply(path)
-            except PlyError as e:
+            except SplatFileError as e:
                 assert "\n" not in str(e) and str(e).startswith(str(path))
                 outcomes["error"] += 1
             else:

@@ -54,3 +54,14 @@ def ns_train(method: str, out: Path, *extra: str, data: Path = None, script: Pat
     command += [method, "--data", str(data or scene_dir()), "--output-dir", str(out), "--vis", "tensorboard"]
     subprocess.run(command + list(extra), cwd=out, check=True, capture_output=True)
     return next(out.rglob("config.yml"))
+
+
+def run_command(cmd, cwd, check=True) -> subprocess.CompletedProcess:
+    """A console script of this environment (ns-train, tinysplat-export, ...) run to its end."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / cmd[0]), *map(str, cmd[1:])],
+        cwd=cwd, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, f"{cmd[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result

@@ -30,7 +30,8 @@ from tinysplat_ns.core.losses.base import LossInputs
 from tinysplat_ns.core.losses.composite import WeightedLoss, parse_weights
 from tinysplat_ns.core.losses.registry import available_terms
 from tinysplat_ns.core.frames import transform_gaussians
-from tinysplat_ns.core.ply import PARAMETERS, Gaussians, PlyError, read_ply, sh_degree_of, with_sh_degree
+from tinysplat_ns.core.ply import PARAMETERS, Gaussians, SplatFileError, sh_degree_of, with_sh_degree
+from tinysplat_ns.core.splat_files import read_splats
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh, sh_to_rgb
 from tinysplat_ns.core.strategies.base import Strategy
@@ -59,8 +60,9 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     """Hard cap on the number of Gaussians (0: no cap), honoured by every strategy; past it the
     least opaque go."""
     init_ply: Optional[Path] = None
-    """Start from the Gaussians of a 3DGS .ply (ours, ns-export's or another trainer's) instead of
-    the SfM points."""
+    """Start from the Gaussians of a splat file instead of the SfM points: a 3DGS .ply (ours,
+    ns-export's or another trainer's), a compressed .ply, an .spz, or a SOG (.sog, meta.json or its
+    folder)."""
     init_ply_frame: Literal["run", "data"] = "run"
     """The coordinates of --pipeline.model.init-ply: "run": a Nerfstudio run's on this dataset (what
     ns-export and tinysplat-export write); "data": the dataset's own, e.g. COLMAP's (what Inria's
@@ -188,11 +190,11 @@ class TinySplatModel(SplatfactoModel):
     def _initial_ply(self) -> Gaussians:
         path = self.config.init_ply
         try:
-            gaussians = read_ply(path)
-        except PlyError as e:
+            gaussians = read_splats(path)
+        except SplatFileError as e:
             raise SystemExit(f"error: --pipeline.model.init-ply: {e}") from None
         if len(gaussians["means"]) == 0:
-            raise SystemExit(f"error: --pipeline.model.init-ply: {path}: holds no Gaussians; pass a trained .ply")
+            raise SystemExit(f"error: --pipeline.model.init-ply: {path}: holds no Gaussians; pass a trained splat file")
         degree = sh_degree_of(gaussians)
         if degree != self.config.sh_degree:
             CONSOLE.print(

@@ -34,8 +34,9 @@ _MAX_HEADER = 1 << 16
 _DEGREE_OF_REST = {0: 0, 3: 1, 8: 2, 15: 3}  # SH coefficients per channel beyond degree 0 -> degree
 
 
-class PlyError(ValueError):
-    """A file that is not a readable 3DGS `.ply`; the message is one line naming the file and the fix."""
+class SplatFileError(ValueError):
+    """A file that is not a readable splat file of its format; the message is one line naming the
+    file and the fix."""
 
 
 def property_names(num_rest: int) -> List[str]:
@@ -75,11 +76,19 @@ def write_ply(path, gaussians: Mapping[str, Tensor]) -> int:
     columns = {name: _as_numpy(value) for name, value in gaussians.items()}
     n = len(columns["means"])
     num_rest = columns["features_rest"].shape[1]
-    names = property_names(num_rest)
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
-    header += [f"property float {name}" for name in names] + ["end_header"]
-    _write_atomically(Path(path), ("\n".join(header) + "\n").encode("ascii"), _ply_rows(columns, len(names)))
+    _write_atomically(Path(path), _ply_header(n, num_rest), _ply_rows(columns, len(property_names(num_rest))))
     return n
+
+
+def _ply_header(n: int, num_rest: int) -> bytes:
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    header += [f"property float {name}" for name in property_names(num_rest)] + ["end_header"]
+    return ("\n".join(header) + "\n").encode("ascii")
+
+
+def ply_size(n: int, num_rest: int) -> int:
+    """Bytes of the 3DGS `.ply` of n Gaussians with num_rest SH coefficients a channel above degree 0."""
+    return len(_ply_header(n, num_rest)) + 4 * n * len(property_names(num_rest))
 
 
 def _ply_rows(columns: Mapping[str, np.ndarray], width: int, chunk: int = 16384) -> Iterator[np.ndarray]:
@@ -145,24 +154,37 @@ def atomic_write(path: Path) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
-def _parse_header(path: Path, head: bytes) -> Tuple[int, str, int, List[Tuple[str, str]]]:
-    """-> (header length in bytes, byte order, vertex count, [(property, numpy type)])."""
+Element = Tuple[str, int, List[Tuple[str, str]]]  # (name, count, [(property, numpy type or "list")])
+
+
+def read_header(path: Path) -> Tuple[int, int, str, List[Element]]:
+    """-> (file size, header length in bytes, byte order, elements) of a binary PLY file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(_MAX_HEADER)
+    except OSError as e:
+        raise SplatFileError(f"{path}: cannot be read ({e.strerror}); check the path") from None
+    return (size, *_parse_header(path, head))
+
+
+def _parse_header(path: Path, head: bytes) -> Tuple[int, str, List[Element]]:
     end = head.find(b"end_header")
     if not head.startswith(b"ply") or end < 0:
         what = "has no PLY header" if not head.startswith(b"ply") else "has no end_header in its first 64 KiB"
-        raise PlyError(f"{path}: {what}; give a binary 3DGS .ply (as ns-export gaussian-splat writes)")
+        raise SplatFileError(f"{path}: {what}; give a binary 3DGS .ply (as ns-export gaussian-splat writes)")
     length = end + len(b"end_header")
     for newline in (b"\r\n", b"\n"):
         if head[length : length + len(newline)] == newline:
             length += len(newline)
             break
     else:
-        raise PlyError(f"{path}: end_header is not followed by a newline; the header is damaged, export it again")
+        raise SplatFileError(f"{path}: end_header is not followed by a newline; the header is damaged, export it again")
     try:
         lines = head[:end].decode("ascii").splitlines()[1:]
     except UnicodeDecodeError:
-        raise PlyError(f"{path}: the PLY header is not ASCII; the file is damaged, export it again") from None
-    order, count, props, element = None, None, [], None
+        raise SplatFileError(f"{path}: the PLY header is not ASCII; the file is damaged, export it again") from None
+    order, elements = None, []
     for number, line in enumerate(lines, start=2):
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):
@@ -170,73 +192,72 @@ def _parse_header(path: Path, head: bytes) -> Tuple[int, str, int, List[Tuple[st
         if words[0] == "format":
             formats = {"binary_little_endian": "<", "binary_big_endian": ">"}
             if len(words) != 3 or words[1] not in formats:
-                raise PlyError(
+                raise SplatFileError(
                     f"{path}: PLY format {' '.join(words[1:2]) or '(none)'} is not supported; "
                     "save it as binary_little_endian (e.g. with splat-transform or plyfile)"
                 )
             order = formats[words[1]]
         elif words[0] == "element":
             if len(words) != 3 or not re.fullmatch(r"\d{1,12}", words[2]):
-                raise PlyError(f"{path}: header line {number} ({line.strip()!r}) is not 'element <name> <count>'")
-            if element is None and words[1] != "vertex":
-                raise PlyError(
-                    f"{path}: its first element is {words[1]!r}, not 'vertex' (a compressed or non-3DGS .ply?); "
-                    "convert it to an uncompressed 3DGS .ply, e.g. with splat-transform"
-                )
-            element = words[1]
-            if element == "vertex":
-                count = int(words[2])
+                raise SplatFileError(f"{path}: header line {number} ({line.strip()!r}) is not 'element <name> <count>'")
+            elements.append((words[1], int(words[2]), []))
         elif words[0] == "property":
-            if element is None:
-                raise PlyError(f"{path}: header line {number} declares a property before any element")
-            if element != "vertex":
-                continue
-            if len(words) != 3 or words[1] not in _PLY_TYPES:
-                raise PlyError(
+            if not elements:
+                raise SplatFileError(f"{path}: header line {number} declares a property before any element")
+            if len(words) == 3 and words[1] in _PLY_TYPES:
+                elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
+            elif elements[-1][0] == "vertex":
+                raise SplatFileError(
                     f"{path}: vertex property on header line {number} ({line.strip()!r}) is not "
                     "'property <scalar type> <name>' (list properties have no place in a 3DGS .ply)"
                 )
-            props.append((words[2], _PLY_TYPES[words[1]]))
+            else:
+                elements[-1][2].append((words[-1], "list"))
         else:
-            raise PlyError(f"{path}: header line {number} ({line.strip()!r}) is not PLY; the header is damaged")
-    if order is None or count is None:
-        raise PlyError(f"{path}: the header has no {'format' if order is None else 'vertex element'} line")
-    return length, order, count, props
+            raise SplatFileError(f"{path}: header line {number} ({line.strip()!r}) is not PLY; the header is damaged")
+    if order is None or not any(name == "vertex" for name, _, _ in elements):
+        raise SplatFileError(f"{path}: the header has no {'format' if order is None else 'vertex element'} line")
+    return length, order, elements
+
+
+def is_compressed_ply(elements: Sequence[Element]) -> bool:
+    """SuperSplat's compressed layout: a `chunk` element before the vertices."""
+    return len(elements) > 1 and elements[0][0] == "chunk"
 
 
 def read_ply(path) -> Gaussians:
     """Read a 3DGS `.ply` of SH degree 0-3 (extra properties are ignored) into float32 tensors;
-    anything else raises a one-line PlyError."""
+    anything else raises a one-line SplatFileError."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(_MAX_HEADER)
-    except OSError as e:
-        raise PlyError(f"{path}: cannot be read ({e.strerror}); check the path") from None
-    length, order, count, props = _parse_header(path, head)
+    size, length, order, elements = read_header(path)
+    if elements[0][0] != "vertex":
+        raise SplatFileError(
+            f"{path}: its first element is {elements[0][0]!r}, not 'vertex' (a compressed or non-3DGS .ply?); "
+            "convert it to an uncompressed 3DGS .ply, e.g. with splat-transform"
+        )
+    _, count, props = elements[0]
     names = [name for name, _ in props]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
-        raise PlyError(f"{path}: properties declared twice: {', '.join(duplicated)}; the header is damaged")
+        raise SplatFileError(f"{path}: properties declared twice: {', '.join(duplicated)}; the header is damaged")
     types = dict(props)
     num_rest = sum(1 for name in names if name.startswith("f_rest_"))
     if num_rest % 3 or num_rest // 3 not in _DEGREE_OF_REST:
-        raise PlyError(f"{path}: {num_rest} f_rest_* properties; a 3DGS .ply of SH degree 1, 2 or 3 has 9, 24 or 45")
+        raise SplatFileError(f"{path}: {num_rest} f_rest_* properties; a 3DGS .ply of SH degree 1, 2 or 3 has 9, 24 or 45")
     wanted = [name for name in property_names(num_rest // 3) if name not in ("nx", "ny", "nz")]
     missing = [name for name in wanted if name not in types]
     if missing:
-        raise PlyError(
+        raise SplatFileError(
             f"{path}: missing properties {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; "
             "a 3DGS .ply needs x y z f_dc_0..2 [f_rest_*] opacity scale_0..2 rot_0..3"
         )
     not_float = [f"{name} ({types[name]})" for name in wanted if types[name] not in _FLOAT_TYPES]
     if not_float:
-        raise PlyError(f"{path}: properties {', '.join(not_float[:4])} are not float or double; export it again")
+        raise SplatFileError(f"{path}: properties {', '.join(not_float[:4])} are not float or double; export it again")
     record = np.dtype([(name, order + kind) for name, kind in props])
     needed = count * record.itemsize
     if size - length < needed:
-        raise PlyError(
+        raise SplatFileError(
             f"{path}: truncated: {count} vertices need {needed} bytes after the header, the file has "
             f"{size - length}; export it again"
         )
@@ -260,7 +281,7 @@ def read_ply(path) -> Gaussians:
     for name, value in gaussians.items():
         bad = ~np.isfinite(value.reshape(count, -1)).all(axis=1)
         if bad.any():
-            raise PlyError(
+            raise SplatFileError(
                 f"{path}: {int(bad.sum())} vertices (first: {int(np.argmax(bad))}) have NaN or inf in {name}; "
                 "drop them (splat-transform --filter-nan) or export again"
             )

@@ -1,5 +1,5 @@
-"""`tinysplat-export`: a trained run's Gaussians as a standard 3DGS `.ply` (or a `.splat`), written
-whole with numpy instead of value by value, with optional filters."""
+"""`tinysplat-export`: a trained run's Gaussians as a standard 3DGS `.ply` or in a web viewer's
+format (compressed `.ply`, `.spz`, SOG, `.splat`), written whole with numpy, with optional filters."""
 
 import math
 import sys
@@ -12,22 +12,26 @@ import tyro
 from typing_extensions import Annotated
 
 from tinysplat_ns.child_processes import stop_children_at_exit
-from tinysplat_ns.core.ply import finite_rows, in_box, select, sh_degree_of, write_ply, write_splat
+from tinysplat_ns.core.ply import finite_rows, in_box, ply_size, select, sh_degree_of
+from tinysplat_ns.core.splat_files import FORMATS, format_of, size_on_disk
 
 Vector3 = Tuple[float, float, float]
 
 
 @dataclass
 class ExportSplats:
-    """Write the Gaussians of a TinySplat (or splatfacto) run as a standard 3DGS .ply or a .splat."""
+    """Write the Gaussians of a TinySplat (or splatfacto) run as a 3DGS .ply, a compressed .ply, an
+    .spz, a SOG (.sog, or a folder) or a .splat."""
 
     load_config: Path
     """The run's config.yml (as for ns-viewer and ns-export)."""
     output: Path
-    """The file to write, e.g. export/scene.ply."""
-    format: Optional[Literal["ply", "splat"]] = None
-    """ply: the standard 3DGS file (all SH bands); splat: the 32-byte web format (colour only).
-    Default: from the output's suffix."""
+    """The file to write, e.g. export/scene.ply, scene.compressed.ply, scene.spz, scene.sog, or a
+    folder (or .../meta.json) for SOG's loose files."""
+    format: Optional[Literal["ply", "compressed-ply", "spz", "sog", "splat"]] = None
+    """ply: the standard 3DGS file; compressed-ply: SuperSplat's (16 bytes a Gaussian + SH);
+    spz: Niantic's (version 3); sog: PlayCanvas' WebP images + meta.json; splat: the 32-byte web
+    format (colour only). All but splat keep every SH band. Default: from the output's name."""
     frame: Literal["run", "data"] = "run"
     """Coordinates to write in: "run": the run's own (as ns-export writes); "data": the dataset's
     original ones, e.g. COLMAP's (as Inria's 3DGS writes), via the run's dataparser_transforms.json."""
@@ -40,9 +44,12 @@ class ExportSplats:
     """Keep only Gaussians whose centre is at or below this corner."""
 
     def main(self) -> None:
-        fmt = self.format or self.output.suffix.lstrip(".").lower()
-        if fmt not in ("ply", "splat"):
-            sys.exit(f"error: {self.output}: unknown format; end it in .ply or .splat, or pass --format")
+        fmt = self.format or format_of(self.output)
+        if fmt is None:
+            sys.exit(
+                f"error: {self.output}: unknown format; end it in .ply, .compressed.ply, .spz, .sog or .splat "
+                "(a folder for SOG's loose files), or pass --format"
+            )
         if not 0 <= self.min_opacity < 1:
             sys.exit(f"error: --min-opacity must be at least 0 and below 1, got {self.min_opacity}")
         if not self.load_config.is_file():
@@ -68,14 +75,18 @@ class ExportSplats:
         gaussians = select(gaussians, keep)
         if self.frame == "data":
             gaussians = transform_gaussians(gaussians, inverse(dataparser_transform(self.load_config)))
+        if fmt == "sog" and not len(gaussians["means"]):
+            sys.exit(f"error: {self.output}: no Gaussians left to write, and SOG images cannot be empty; relax the filters")
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        count = (write_ply if fmt == "ply" else write_splat)(self.output, gaussians)
+        count = FORMATS[fmt].write(self.output, gaussians)
         seconds = time.perf_counter() - start
         dropped_text = ", ".join(f"{n:,} {why}" for why, n in dropped.items() if n)
-        degree = sh_degree_of(gaussians) if fmt == "ply" else 0
+        degree = sh_degree_of(gaussians) if FORMATS[fmt].keeps_sh else 0
+        size, plain = size_on_disk(self.output), ply_size(count, gaussians["features_rest"].shape[1])
         print(
             f"Wrote {count:,} of {total:,} Gaussians (SH degree {degree}, step {step}) to {self.output} "
-            f"in {seconds:.2f} s" + (f"; dropped {dropped_text}" if dropped_text else "")
+            f"in {seconds:.2f} s: {size / 1e6:.2f} MB, {size / plain:.3f} x the plain .ply's {plain / 1e6:.2f} MB"
+            + (f"; dropped {dropped_text}" if dropped_text else "")
         )
 
 
