@@ -27,7 +27,7 @@ demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh $(SCENE)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=20 tests
 
 bench: setup
 	$(VENV)/bin/python benchmarks/rasterizer.py

@@ -273,11 +273,12 @@ def test_init_from_each_format_renders_the_test_views(trained, exported):
         loaded.eval()
         loaded.model.update_to_step(step)
         scores[fmt] = psnr(loaded.model)
-    # measured drops (60 steps): compressed .ply -0.25 dB (a gain: its SH bytes have no level at 0,
-    # so the untrained, near-zero bands read as +1/64 each), .spz 0.043 dB, SOG 0.21 dB
+    # measured (60 steps, 15.79 dB from the plain .ply): compressed .ply -0.25 dB (a gain: its SH
+    # bytes have no level at 0, so the barely trained, near-zero bands read as +1/64 each), .spz
+    # +0.043 dB, SOG -0.054 dB
     drops = {fmt: scores["ply"] - scores[fmt] for fmt in NAMES}
-    assert scores["ply"] > 15, scores
-    assert drops["compressed-ply"] < 0.1 and drops["spz"] < 0.1 and drops["sog"] < 0.4, (scores["ply"], drops)
+    assert scores["ply"] > 14, scores
+    assert drops["compressed-ply"] < 0.1 and drops["spz"] < 0.1 and drops["sog"] < 0.2, (scores["ply"], drops)
 
 
 def test_training_starts_from_a_shared_sog(exported, tmp_path):
