@@ -3,6 +3,7 @@ Nerfstudio's `ns-export gaussian-splat`, read back by independent readers, and a
 train -> export -> import -> render that gives the same image."""
 
 import copy
+import gzip
 import json
 from pathlib import Path
 
@@ -182,8 +183,8 @@ def test_bad_input_ends_in_one_line(trained, tmp_path):
         {"step": 5, "pipeline": {"_model.field.weight": torch.zeros(3)}},
         no_gaussians.parent / "nerfstudio_models" / "step-000000005.ckpt",
     )
-    broken = tmp_path / "broken.ply"
-    broken.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\nend_header\n1 2 3\n")
+    broken = tmp_path / "broken.spz"  # damaged files of every format: tests/test_ply.py, test_splat_formats.py
+    broken.write_bytes(gzip.compress(bytes(100)))  # gzip'd, but no SPZ header
     cases = [
         (["tinysplat-export", "--load-config", tmp_path / "none.yml", "--output", tmp_path / "a.ply"], "no such file"),
         (["tinysplat-export", "--load-config", garbage, "--output", tmp_path / "a.ply"], "not a Nerfstudio run config"),
@@ -194,7 +195,7 @@ def test_bad_input_ends_in_one_line(trained, tmp_path):
          "--min-opacity must be"),
         (["ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", tmp_path / "train",
           "--vis", "tensorboard",
-          "--pipeline.model.init-ply", broken], "PLY format ascii is not supported"),
+          "--pipeline.model.init-ply", broken], f"--pipeline.model.init-ply: {broken}: magic 0x00000000, not 0x5053474e (NGSP)"),
     ]  # fmt: skip
     for cmd, message in cases:
         result = run(cmd, tmp_path, check=False)

@@ -2,7 +2,8 @@
 short real-scene run through `tinysplat-export`: read back by splat-transform (its SPZ reader is
 Niantic's own library, built to WebAssembly) and by gsply, each value within its format's
 quantisation step of the trained one; those formats as splat-transform writes them read by
-TinySplat; the test views rendered from each file; damaged files of each."""
+TinySplat; the test views rendered from each file as training starts from it; damaged files of
+each (through ns-train: tests/test_export.py)."""
 
 import copy
 import gzip
@@ -18,8 +19,7 @@ import pytest
 import splat_transform
 import torch
 from plyfile import PlyData
-from scene import scene_dir
-from training import build_trainer, run_command, train_steps
+from training import run_command
 
 from tinysplat_ns.core.frames import transform_gaussians
 from tinysplat_ns.core.packing import morton_order
@@ -281,18 +281,6 @@ def test_init_from_each_format_renders_the_test_views(trained, exported):
     assert drops["compressed-ply"] < 0.1 and drops["spz"] < 0.1 and drops["sog"] < 0.2, (scores["ply"], drops)
 
 
-def test_training_starts_from_a_shared_sog(exported, tmp_path):
-    """A SOG someone else wrote (splat-transform's) starts training with all its Gaussians."""
-    folder, _ = exported
-    shared = folder / "shared.sog"
-    run_command([splat_transform.executable(), "-w", "-q", "-g", "cpu", folder / "scene.ply", shared], folder)
-    trainer = build_trainer(scene_dir(), tmp_path / "run", pipeline__model__init_ply=shared)
-    assert torch.equal(trainer.pipeline.model.means.detach(), read_splats(shared)["means"])
-    losses = []
-    train_steps(trainer, range(2), each=lambda step, loss: losses.append(loss))
-    assert np.isfinite(losses).all()
-
-
 def damaged_files(folder: Path, tmp_path: Path):
     """(file, what its one-line error says) for each format: truncated, wrong magic, wrong version, NaN."""
     compressed = (folder / NAMES["compressed-ply"]).read_bytes()
@@ -351,17 +339,3 @@ def test_cut_anywhere_each_format_fails_cleanly(exported, tmp_path):
             with pytest.raises(SplatFileError):
                 read_splats(path)
 
-
-def test_ns_train_from_a_damaged_spz_ends_in_one_line(exported, tmp_path):
-    folder, _ = exported
-    broken = tmp_path / "broken.spz"
-    broken.write_bytes((folder / NAMES["spz"]).read_bytes()[:4000])
-    result = run_command(
-        ["ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", tmp_path / "train", "--vis", "tensorboard",
-         "--pipeline.model.init-ply", broken],
-        tmp_path, check=False,
-    )  # fmt: skip
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert lines[-1].startswith(f"error: --pipeline.model.init-ply: {broken}: its gzip stream is damaged"), lines[-1]
-    assert "export it again" in lines[-1] and not list(tmp_path.glob("train/**/*.ckpt"))

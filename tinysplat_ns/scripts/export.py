@@ -85,7 +85,8 @@ class ExportSplats:
         size, plain = size_on_disk(self.output), ply_size(count, gaussians["features_rest"].shape[1])
         print(
             f"Wrote {count:,} of {total:,} Gaussians (SH degree {degree}, step {step}) to {self.output} "
-            f"in {seconds:.2f} s: {size / 1e6:.2f} MB, {size / plain:.3f} x the plain .ply's {plain / 1e6:.2f} MB"
+            f"in {seconds:.2f} s: {size / 1e6:.2f} MB"
+            + (f", {size / plain:.3f} x the plain .ply's {plain / 1e6:.2f} MB" if fmt != "ply" else "")
             + (f"; dropped {dropped_text}" if dropped_text else "")
         )
 
