@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from tinysplat_ns.core.packing import (
     SQRT_HALF,
     from_smallest_three,
     morton_order,
+    opacity_logits,
     pack_unorm,
     smallest_three,
     unpack_unorm,
@@ -25,6 +25,7 @@ from tinysplat_ns.core.ply import (
     SplatFileError,
     _as_numpy,
     _write_atomically,
+    as_tensors,
     is_compressed_ply,
     read_header,
 )
@@ -164,8 +165,6 @@ def _decode(path: Path, size: int, length: int, order: str, elements) -> Gaussia
     scales = lerp(6, _unpack_11_10_11(vertex_table["packed_scale"]))
     colour = vertex_table["packed_color"]
     rgb = lerp(12, np.stack([unpack_unorm(colour >> shift, 8) for shift in (24, 16, 8)], axis=1))
-    # opacity bytes 0 and 255 would be infinite logits: read as the middle of their step
-    alpha = np.clip(unpack_unorm(colour, 8), 0.5 / 255, 254.5 / 255)
     rotation = vertex_table["packed_rotation"]
     others = np.stack([unpack_unorm(rotation >> shift, 10) for shift in (20, 10, 0)], axis=1)
     quats = from_smallest_three(rotation >> 30, (others - 0.5) / SQRT_HALF)
@@ -179,9 +178,9 @@ def _decode(path: Path, size: int, length: int, order: str, elements) -> Gaussia
         "means": means,
         "scales": scales,
         "quats": quats,
-        "opacities": np.log(alpha / (1 - alpha))[:, None],
+        "opacities": opacity_logits(unpack_unorm(colour, 8)),
         "features_dc": (rgb - 0.5) / SH_C0,
         "features_rest": rest,
     }
-    return {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for name, value in gaussians.items()}
+    return as_tensors(gaussians)
 

@@ -34,6 +34,13 @@ def unpack_unorm(value: np.ndarray, bits: int) -> np.ndarray:
     return (value & top).astype(np.float64) / top
 
 
+def opacity_logits(fraction: np.ndarray) -> np.ndarray:
+    """[N] opacities stored as bytes / 255 -> [N, 1] logits; bytes 0 and 255 (infinite logits) read as
+    the middle of their step."""
+    alpha = np.clip(fraction, 0.5 / 255, 254.5 / 255)
+    return np.log(alpha / (1 - alpha))[:, None]
+
+
 def smallest_three(quats: np.ndarray) -> tuple:
     """Unit quaternions (any component order) as (index of the largest component [N], the other
     three in order [N, 3], each in [-1/sqrt 2, 1/sqrt 2]) with the largest made positive."""

@@ -54,6 +54,11 @@ def _as_numpy(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
+def as_tensors(arrays: Mapping[str, np.ndarray]) -> Gaussians:
+    """Decoded arrays as the float32 tensors the model takes."""
+    return {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for name, value in arrays.items()}
+
+
 def finite_rows(gaussians: Mapping[str, Tensor]) -> Tensor:
     """Rows whose every value is finite (a long run can leave a few NaN Gaussians behind)."""
     n = len(gaussians["means"])

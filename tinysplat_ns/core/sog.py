@@ -18,17 +18,23 @@ from pathlib import Path
 from typing import Dict, Mapping
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 
-from tinysplat_ns.core.packing import SQRT_HALF, from_smallest_three, kmeans_1d, morton_order, palette, smallest_three
-from tinysplat_ns.core.ply import Gaussians, SplatFileError, _as_numpy, atomic_write
+from tinysplat_ns.core.packing import (
+    SQRT_HALF,
+    from_smallest_three,
+    kmeans_1d,
+    morton_order,
+    opacity_logits,
+    palette,
+    smallest_three,
+)
+from tinysplat_ns.core.ply import Gaussians, SplatFileError, _as_numpy, as_tensors, atomic_write, sh_degree_of
 
 VERSION = 2
 META = "meta.json"
 PALETTE_ITERATIONS = 10  # k-means passes over the SH sets (splat-transform's default too)
-_REST_OF_BANDS = {1: 3, 2: 8, 3: 15}
 
 
 def palette_size(n: int) -> int:
@@ -104,10 +110,9 @@ def encode_sog(gaussians: Mapping[str, Tensor], iterations: int = PALETTE_ITERAT
         files["shN_centroids.webp"] = _webp(texels.reshape(rows, 64 * coefficients, 4))
         label_bytes = np.stack([labels & 0xFF, labels >> 8], axis=1).astype(np.uint8)
         files["shN_labels.webp"] = _webp(_image(label_bytes, width, height))
-        bands = {v: k for k, v in _REST_OF_BANDS.items()}[coefficients]
         meta["shN"] = {
             "count": sets,
-            "bands": bands,
+            "bands": sh_degree_of(gaussians),
             "codebook": book.tolist(),
             "files": ["shN_centroids.webp", "shN_labels.webp"],
         }
@@ -222,25 +227,24 @@ def read_sog(path) -> Gaussians:
     scale_book = _numbers(path, meta, "scales", "codebook", length=256)
     colour_book = _numbers(path, meta, "sh0", "codebook", length=256)
     sh0 = files.image("sh0.webp", n)[:n]
-    alpha = np.clip(sh0[:, 3] / 255, 0.5 / 255, 254.5 / 255)
     gaussians = {
         "means": np.sign(logs) * np.expm1(np.abs(logs)),
         "scales": scale_book[files.image("scales.webp", n)[:n, :3]],
         "quats": rotations,
-        "opacities": np.log(alpha / (1 - alpha))[:, None],
+        "opacities": opacity_logits(sh0[:, 3] / 255),
         "features_dc": colour_book[sh0[:, :3]],
         "features_rest": np.zeros((n, 0, 3)),
     }
     if "shN" in meta:
         gaussians["features_rest"] = _read_palette(path, files, meta["shN"], n)
-    return {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for name, value in gaussians.items()}
+    return as_tensors(gaussians)
 
 
 def _read_palette(path: Path, files: _Files, shn: dict, n: int) -> np.ndarray:
     bands, sets = shn.get("bands"), shn.get("count")
-    if bands not in _REST_OF_BANDS or not isinstance(sets, int) or not 0 < sets <= 65536:
+    if bands not in (1, 2, 3) or not isinstance(sets, int) or not 0 < sets <= 65536:
         raise SplatFileError(f"{path}: meta.json's shN has bands {bands!r} and count {sets!r}; export it again")
-    coefficients = _REST_OF_BANDS[bands]
+    coefficients = (bands + 1) ** 2 - 1
     book = _numbers(path, {"shN": shn}, "shN", "codebook", length=256)
     labels = files.image("shN_labels.webp", n)[:n]
     labels = labels[:, 0].astype(np.int64) | labels[:, 1].astype(np.int64) << 8

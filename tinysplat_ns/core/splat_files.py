@@ -13,17 +13,14 @@ class Format(NamedTuple):
     write: Callable[[Path, Mapping[str, Tensor]], int]
     read: Optional[Callable[[Path], Gaussians]]
     keeps_sh: bool  # whether the SH bands above 0 are written
-    what: str
 
 
 FORMATS: Dict[str, Format] = {
-    "ply": Format(ply.write_ply, ply.read_ply, True, "the standard 3DGS .ply"),
-    "compressed-ply": Format(
-        compressed_ply.write_compressed_ply, compressed_ply.read_compressed_ply, True, "SuperSplat's .compressed.ply"
-    ),
-    "spz": Format(spz.write_spz, spz.read_spz, True, "Niantic's .spz (version 3)"),
-    "sog": Format(sog.write_sog, sog.read_sog, True, "PlayCanvas' SOG: a .sog, or a folder / meta.json"),
-    "splat": Format(ply.write_splat, None, False, "the 32-byte .splat (colour only)"),
+    "ply": Format(ply.write_ply, ply.read_ply, True),
+    "compressed-ply": Format(compressed_ply.write_compressed_ply, compressed_ply.read_compressed_ply, True),
+    "spz": Format(spz.write_spz, spz.read_spz, True),
+    "sog": Format(sog.write_sog, sog.read_sog, True),
+    "splat": Format(ply.write_splat, None, False),  # the 32-byte .splat: colour only
 }
 
 

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from tinysplat_ns.core.frames import transform_gaussians
-from tinysplat_ns.core.packing import SQRT_HALF, from_smallest_three, smallest_three
-from tinysplat_ns.core.ply import Gaussians, SplatFileError, _as_numpy, atomic_write
+from tinysplat_ns.core.packing import SQRT_HALF, from_smallest_three, opacity_logits, smallest_three
+from tinysplat_ns.core.ply import Gaussians, SplatFileError, _as_numpy, as_tensors, atomic_write, sh_degree_of
 
 MAGIC = 0x5053474E  # "NGSP"
 HEADER = struct.Struct("<IIIBBBB")
@@ -30,7 +30,6 @@ VERSION = 3
 FRACTIONAL_BITS = 12  # positions in steps of 1/4096, within +-2048
 COLOUR_SCALE = 0.15
 SH_BUCKETS = (8, 16)  # Niantic's quantisation: degree-1 SH to 5 bits, higher degrees to 4
-_REST_OF_DEGREE = {0: 0, 1: 3, 2: 8, 3: 15}
 # right-down-forward <-> right-up-back: a half turn about x (its own inverse)
 FLIP_Y_Z = (torch.tensor([[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 0]], dtype=torch.float64), 1.0)
 
@@ -49,7 +48,7 @@ def write_spz(path, gaussians: Mapping[str, Tensor]) -> int:
     columns = {name: _as_numpy(value).astype(np.float64) for name, value in flipped.items()}
     n = len(columns["means"])
     num_rest = columns["features_rest"].shape[1]
-    degree = {v: k for k, v in _REST_OF_DEGREE.items()}[num_rest]
+    degree = sh_degree_of(flipped)
     fixed = np.clip(np.round(columns["means"] * (1 << FRACTIONAL_BITS)), -(1 << 23), (1 << 23) - 1).astype(np.int64)
     positions = np.stack([(fixed >> shift) & 0xFF for shift in (0, 8, 16)], axis=-1).astype(np.uint8)
     alphas = np.round(255 / (1 + np.exp(-columns["opacities"][:, 0])))
@@ -98,7 +97,7 @@ def _payload(path: Path, data: bytes):
         raise SplatFileError(f"{path}: magic 0x{magic:08x}, not 0x{MAGIC:08x} (NGSP); not an .spz file")
     if version not in (1, 2, 3, 4):
         raise SplatFileError(f"{path}: SPZ version {version}; TinySplat reads versions 1-4 (re-save it with splat-transform)")
-    if degree not in _REST_OF_DEGREE:
+    if degree > 3:
         raise SplatFileError(f"{path}: SH degree {degree}; SPZ files hold degree 0-3")
     if not 0 < bits <= 24:
         raise SplatFileError(f"{path}: {bits} fractional bits for positions; the header is damaged")
@@ -135,7 +134,7 @@ def read_spz(path) -> Gaussians:
     except OSError as e:
         raise SplatFileError(f"{path}: cannot be read ({e.strerror}); check the path") from None
     version, n, degree, bits, body = _payload(path, data)
-    num_rest = _REST_OF_DEGREE[degree]
+    num_rest = (degree + 1) ** 2 - 1
     rotation_bytes = 4 if version >= 3 else 3
     position_bytes = 6 if version == 1 else 9
     sizes = [position_bytes, 1, 3, 3, rotation_bytes, 3 * num_rest]
@@ -165,16 +164,14 @@ def read_spz(path) -> Gaussians:
     else:
         xyz = rotations / 127.5 - 1
         xyzw = np.concatenate([xyz, np.sqrt(np.maximum(0.0, 1 - (xyz * xyz).sum(1, keepdims=True)))], axis=1)
-    alpha = np.clip(alphas[:, 0] / 255, 0.5 / 255, 254.5 / 255)  # bytes 0 and 255: finite logits
     gaussians = {
         "means": means,
         "scales": scales / 16 - 10,
         "quats": np.roll(xyzw, 1, axis=1),
-        "opacities": np.log(alpha / (1 - alpha))[:, None],
+        "opacities": opacity_logits(alphas[:, 0] / 255),
         "features_dc": (colours / 255 - 0.5) / COLOUR_SCALE,
         "features_rest": (rest.reshape(n, num_rest, 3) - 128.0) / 128,
     }
     if not np.isfinite(means).all():
         raise SplatFileError(f"{path}: positions hold NaN or inf; the file is damaged, export it again")
-    tensors = {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for name, value in gaussians.items()}
-    return {name: value.float().contiguous() for name, value in transform_gaussians(tensors, FLIP_Y_Z).items()}
+    return {name: value.float().contiguous() for name, value in transform_gaussians(as_tensors(gaussians), FLIP_Y_Z).items()}
