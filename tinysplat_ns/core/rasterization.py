@@ -2,9 +2,10 @@
 gsplat's CUDA kernels on CUDA, our pure-PyTorch rasterizer everywhere else (CPU, MPS).
 
 Inputs and outputs are those of `gsplat.rasterization` (the subset TinySplat uses), so a model and a
-densification strategy see the same `info` whichever backend ran.
+densification strategy see the same `info` whichever backend ran, with gsplat 1.4 or 1.5.
 """
 
+from importlib.metadata import version
 from typing import Dict, Literal, Optional, Tuple
 
 import torch
@@ -17,6 +18,10 @@ from tinysplat_ns.core.sh import eval_sh
 RenderMode = Literal["RGB", "RGB+ED"]
 RasterizeMode = Literal["classic", "antialiased"]
 Backend = Literal["auto", "gsplat", "torch"]
+
+# gsplat 1.5 gives a radius per image axis, `info["radii"]` [C, N, 2], and its strategies read it so;
+# gsplat 1.4 gives one, [C, N]. Our rasterizer's one radius goes out in the installed gsplat's shape.
+RADII_PER_AXIS = tuple(int(v) for v in version("gsplat").split(".")[:2]) >= (1, 5)
 
 
 def pick_backend(device: torch.device, backend: Backend = "auto") -> Literal["gsplat", "torch"]:
@@ -93,7 +98,8 @@ def _torch_rasterization(
         opacities = opacities * proj.compensations
 
     info = {
-        "means2d": proj.means2d, "radii": proj.radii, "depths": proj.depths, "conics": proj.conics,
+        "means2d": proj.means2d, "radii": proj.radii[..., None].expand(C, N, 2) if RADII_PER_AXIS else proj.radii,
+        "depths": proj.depths, "conics": proj.conics,
         "opacities": opacities, "camera_ids": None, "gaussian_ids": None, "width": width,
         "height": height, "n_cameras": C, "tile_size": tile_size, "n_isects": 0,
     }  # fmt: skip

@@ -1,12 +1,14 @@
 """Adaptive density control of 3DGS (Kerbl et al. 2023): clone small and split large Gaussians
 whose 2D-mean gradient is high, prune transparent and huge ones, reset opacities now and then.
 gsplat's `DefaultStrategy` does it, with its published defaults; its parameter surgery is plain
-PyTorch and runs on any device. Added here: a hard cap on the number of Gaussians."""
+PyTorch and runs on any device. Added here: a hard cap on the number of Gaussians, and the opacity
+reset on gsplat 1.5.3 too (its `step % self.reset_every == 0 & step > 0` is never true)."""
 
 from dataclasses import dataclass
 
 import torch
 from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import reset_opa
 
 from tinysplat_ns.core.strategies.base import Strategy
 
@@ -23,6 +25,10 @@ class ADC(DefaultStrategy, Strategy):
 
     def step_post_backward(self, params, optimizers, state, step, info):
         super().step_post_backward(params, optimizers, state, step, info, packed=False)
+        if step < self.refine_stop_iter and step % self.reset_every == 0:
+            # gsplat 1.4's schedule; where gsplat 1.4 has just reset, this one changes nothing (same cap,
+            # moments zero already)
+            reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)
 
     @torch.no_grad()
     def _grow_gs(self, params, optimizers, state, step):
