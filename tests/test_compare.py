@@ -22,7 +22,6 @@ from training import ns_train
 from tinysplat_ns.core.split_view import LETTERBOX_RGB
 
 BIN = Path(sys.executable).parent
-TESTS = Path(__file__).parent
 SCORE = re.compile(r"(\d+) test views: PSNR ([\d.]+) dB, SSIM ([\d.]+)")
 
 
@@ -276,7 +275,7 @@ def test_compares_with_another_nerfstudio_method(runs, tmp_path):
     a, _ = runs
     nerfacto = ns_train(
         "nerfacto", tmp_path, "--machine.device-type", "cpu", "--max-num-iterations", "3",
-        "--pipeline.datamanager.train-num-rays-per-batch", "256", script=TESTS / "offline_ns_train.py",
+        "--pipeline.datamanager.train-num-rays-per-batch", "256", offline_lpips=True,
     )  # fmt: skip
     proc, port, log = start_compare((a, nerfacto), tmp_path, "--max-resolution", "48")
     try:

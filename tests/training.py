@@ -45,12 +45,15 @@ def train_steps(trainer: Trainer, steps, each=None):
             each(step, float(loss))
 
 
-def ns_train(method: str, out: Path, *extra: str, data: Path = None, script: Path = None) -> Path:
+OFFLINE_NS = Path(__file__).parents[1] / "benchmarks" / "offline_ns.py"
+
+
+def ns_train(method: str, out: Path, *extra: str, data: Path = None, offline_lpips: bool = False) -> Path:
     """A finished run of `method` on the real scene (or `data`) under `out`: its config.yml.
-    `script`: a Python file to run instead of `ns-train`, with the same arguments."""
+    `offline_lpips`: for a model that builds LPIPS, without AlexNet's weights (benchmarks/offline_ns.py)."""
     from scene import scene_dir
 
-    command = [sys.executable, str(script)] if script else [str(Path(sys.executable).parent / "ns-train")]
+    command = [sys.executable, str(OFFLINE_NS), "train"] if offline_lpips else [str(Path(sys.executable).parent / "ns-train")]
     command += [method, "--data", str(data or scene_dir()), "--output-dir", str(out), "--vis", "tensorboard"]
     subprocess.run(command + list(extra), cwd=out, check=True, capture_output=True)
     return next(out.rglob("config.yml"))

@@ -72,14 +72,14 @@ class LpipsUnavailable(torch.nn.Module):
 
 
 @contextmanager
-def lpips_without_download() -> Iterator[None]:
+def lpips_without_download(stand_in: type = LpipsUnavailable) -> Iterator[None]:
     """Nerfstudio's models (nerfacto, splatfacto, ...) build torchmetrics' LPIPS, which downloads
     AlexNet's weights when they are not on disk: offline, the model cannot even be built. Runs are
     compared by PSNR and SSIM, so without the weights the metric gets a stand-in network."""
     if lpips_weights_path().exists():
         yield
     else:
-        with mock.patch("torchmetrics.image.lpip._NoTrainLpips", LpipsUnavailable):
+        with mock.patch("torchmetrics.image.lpip._NoTrainLpips", stand_in):
             yield
 
 
