@@ -5,7 +5,7 @@ Inputs and outputs are those of `gsplat.rasterization` (the subset TinySplat use
 densification strategy see the same `info` whichever backend ran, with gsplat 1.4 or 1.5.
 """
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Dict, Literal, Optional, Tuple
 
 import torch
@@ -19,9 +19,18 @@ RenderMode = Literal["RGB", "RGB+ED"]
 RasterizeMode = Literal["classic", "antialiased"]
 Backend = Literal["auto", "gsplat", "torch"]
 
-# gsplat 1.5 gives a radius per image axis, `info["radii"]` [C, N, 2], and its strategies read it so;
-# gsplat 1.4 gives one, [C, N]. Our rasterizer's one radius goes out in the installed gsplat's shape.
-RADII_PER_AXIS = tuple(int(v) for v in version("gsplat").split(".")[:2]) >= (1, 5)
+
+def _gsplat_radii_per_axis() -> bool:
+    """gsplat 1.5 gives a radius per image axis, `info["radii"]` [C, N, 2], and its strategies read it
+    so; gsplat 1.4 gives one, [C, N]. Our rasterizer's one radius goes out in the installed gsplat's
+    shape (without gsplat, as 1.4: the CPU path does not need it)."""
+    try:
+        return tuple(int(v) for v in version("gsplat").split(".")[:2]) >= (1, 5)
+    except PackageNotFoundError:
+        return False
+
+
+RADII_PER_AXIS = _gsplat_radii_per_axis()
 
 
 def pick_backend(device: torch.device, backend: Backend = "auto") -> Literal["gsplat", "torch"]:
