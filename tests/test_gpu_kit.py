@@ -14,25 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from packaging.utils import canonicalize_name
 from plyfile import PlyData
 
 ROOT = Path(__file__).parents[1]
-
-
-def normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def machine_stand_in(dest: Path) -> Path:
     """A venv whose site-packages links only the distributions of this environment that the GPU
     machine's image also has: its python3."""
     lines = (ROOT / "scripts/gpu_machine.txt").read_text().splitlines()
-    machine = {normalized(n) for line in lines if not line.startswith("#") for n in line.split()}
+    machine = {canonicalize_name(n) for line in lines if not line.startswith("#") for n in line.split()}
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(dest)], check=True)
     site = next(dest.glob("lib/python*/site-packages"))
     owners = {}  # top-level entry of site-packages -> the distributions with files in it
     for dist in importlib.metadata.distributions():
-        name, location = normalized(dist.metadata["Name"]), Path(dist.locate_file(""))
+        name, location = canonicalize_name(dist.metadata["Name"]), Path(dist.locate_file(""))
         # not console scripts, nor single modules' bytecode
         for top in {file.parts[0] for file in dist.files or ()} - {"..", "__pycache__"}:
             owners.setdefault((location, top), set()).add(name)
