@@ -1,13 +1,44 @@
 """`ns-train` with TinySplat's loss patched as the tests need, set by environment variables:
 DIVERGE_FROM_STEP=N: the loss is NaN from step N on, as a diverging run's (the NaN-streak exit);
-STEP_SECONDS=S: each step takes S seconds longer (time for a second Ctrl-C within one step)."""
+STEP_SECONDS=S: each step takes S seconds longer (time for a second Ctrl-C within one step);
+REPLICAS_TO=DIR: at the end of training each process saves its Gaussians, their Adam moments and
+the views it trained on to DIR/rank<R>.pt (under torchrun: each process's own copy, which it never
+writes otherwise)."""
 
 import math
 import os
 import sys
 import time
+from pathlib import Path
 
+import torch
+
+from tinysplat_ns.data import CheckedDatamanager
 from tinysplat_ns.tinysplat_model import TinySplatModel
+from tinysplat_ns.trainer import TinySplatTrainer
+
+
+def record_replicas(folder: Path) -> None:
+    """Each process of the training saves its replica to folder/rank<R>.pt at the end."""
+    train = TinySplatTrainer.train
+    next_train = CheckedDatamanager.next_train
+    views = []
+
+    def recorded_next_train(self, step):
+        camera, data = next_train(self, step)
+        views.append(int(camera.metadata["cam_idx"]))
+        return camera, data
+
+    def train_and_save_replica(self):
+        train(self)
+        params = {name: value.detach() for name, value in self.pipeline.model.gauss_params.items()}
+        moments = {name: optimizer.state_dict()["state"] for name, optimizer in self.optimizers.optimizers.items()}
+        replica = {"params": params, "moments": moments, "views": views}
+        torch.save(replica, folder / f"rank{self.collectives.rank}.pt")
+
+    TinySplatTrainer.train = train_and_save_replica
+    CheckedDatamanager.next_train = recorded_next_train
+
 
 if __name__ == "__main__":
     from nerfstudio.scripts.train import entrypoint
@@ -24,5 +55,8 @@ if __name__ == "__main__":
         return losses
 
     TinySplatModel.get_loss_dict = patched_loss_dict
+
+    if os.environ.get("REPLICAS_TO"):
+        record_replicas(Path(os.environ["REPLICAS_TO"]))
     sys.argv = ["ns-train", *sys.argv[1:]]
     entrypoint()

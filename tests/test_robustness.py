@@ -232,7 +232,7 @@ def test_second_ctrl_c_quits_at_once_without_saving(tmp_path):
     previous = signal.getsignal(signal.SIGINT)
     try:
         trainer._on_sigint(signal.SIGINT, None)  # the first Ctrl-C: save after this step
-        assert trainer.interrupted
+        assert trainer.interrupt_requested
         with pytest.raises(SystemExit) as stopped:
             signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the second
         assert stopped.value.code == 130

@@ -20,6 +20,7 @@ from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParserConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.utils.data_utils import get_depth_image_from_path
+from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
 
 
@@ -114,10 +115,11 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
     def next_train(self, step: int):
         """The view of `step` depends on the step alone (a fresh shuffle of the views each epoch,
         as Nerfstudio's "random" sampling does), so a run resumed from a checkpoint sees the views
-        the uninterrupted run would have."""
+        the uninterrupted run would have. With N processes, step s of process r takes view s*N + r
+        of that sequence: each process a different one."""
         if self.config.train_cameras_sampling_strategy == "random":
             count = len(self.train_dataset)
-            epoch, position = divmod(step, count)
+            epoch, position = divmod(step * comms.get_world_size() + comms.get_rank(), count)
             if getattr(self, "_epoch", None) != epoch:
                 self._epoch, self._epoch_views = epoch, list(range(count))
                 random.Random(f"{self.config.train_cameras_sampling_seed}/{epoch}").shuffle(self._epoch_views)

@@ -26,6 +26,7 @@ from nerfstudio.model_components.lib_bilagrid import BilateralGrid, total_variat
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, random_quat_tensor
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from tinysplat_ns.core.distributed import Collectives, new_random_state, shared_random_state
 from tinysplat_ns.core.losses.base import LossInputs
 from tinysplat_ns.core.losses.composite import WeightedLoss, parse_weights
 from tinysplat_ns.core.losses.registry import available_terms
@@ -171,6 +172,10 @@ class TinySplatModel(SplatfactoModel):
         self.strategy: Strategy = configured(self.config, self.config.strategy)
         self.strategy.set_budget(self.config.max_gaussians)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        # set by the trainer when it runs in several processes: what they exchange each step
+        self.collectives = Collectives()
+        # the strategy's own random draws, alike in every process (the trainer gives all of them process 0's)
+        self.strategy_random = new_random_state(int(torch.randint(2**62, ())))
 
     def _initial_gaussians(self) -> Gaussians:
         """From the SfM points (or random ones): isotropic, sized by the 3 nearest neighbours."""
@@ -265,7 +270,9 @@ class TinySplatModel(SplatfactoModel):
     def step_post_backward(self, step):
         if getattr(getattr(self, "optimizer_set", None), "skipped_step", False):
             return  # a skipped step's gradients (NaN) must not reach the strategy's statistics
-        self.strategy.step_post_backward(self.gauss_params, self.optimizers, self.strategy_state, step, self.info)
+        info = self.collectives.views_of_step(self.info)
+        with shared_random_state(self.strategy_random, self.device):
+            self.strategy.step_post_backward(self.gauss_params, self.optimizers, self.strategy_state, step, info)
         enforce_budget(self.gauss_params, self.optimizers, self.strategy_state, self.config.max_gaussians)
 
     def load_state_dict(self, state_dict, **kwargs):  # type: ignore[override]
@@ -281,13 +288,20 @@ class TinySplatModel(SplatfactoModel):
         self.step = step  # a loaded checkpoint renders with the SH degree it was trained to
 
     def get_extra_state(self) -> Dict[str, Any]:
-        """The strategy's running state and the random generator's go into checkpoints, so a
+        """The strategy's running state and the random generators' go into checkpoints, so a
         resumed run densifies on and draws what the uninterrupted run would have."""
-        return {"strategy": self.config.strategy, "state": self.strategy_state, "rng": torch.get_rng_state()}
+        return {
+            "strategy": self.config.strategy,
+            "state": self.strategy_state,
+            "rng": torch.get_rng_state(),
+            "strategy_rng": self.strategy_random,
+        }
 
     def set_extra_state(self, extra: Dict[str, Any]) -> None:
         if "rng" in extra:
             torch.set_rng_state(extra["rng"])
+        if "strategy_rng" in extra:
+            self.strategy_random = dict(extra["strategy_rng"])
         if extra.get("strategy") == self.config.strategy:
             self.strategy_state = {
                 k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in extra["state"].items()

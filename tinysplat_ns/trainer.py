@@ -1,8 +1,14 @@
 """Nerfstudio's trainer, made to lose nothing: a step whose loss or gradients are not finite is
 skipped instead of poisoning the Gaussians (and a run that keeps diverging stops with its last good
 state saved), Ctrl-C saves a checkpoint at the end of the running step, and checkpoints appear
-whole or not at all."""
+whole or not at all.
 
+It also trains in several processes (torchrun, or Nerfstudio's `--machine.num-devices` on CUDA):
+each renders its own view, the gradients are averaged before the optimizer step (no DDP wrapper:
+its buckets cannot follow the Gaussians' changing count), and process 0 alone serves the viewer and
+writes logs and checkpoints. What they exchange is `core/distributed.py`."""
+
+import os
 import signal
 import sys
 import threading
@@ -12,16 +18,55 @@ from pathlib import Path
 from typing import List, Type
 
 import torch
+import torch.distributed as dist
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.utils import writer
+from nerfstudio.utils import comms, writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from tinysplat_ns.child_processes import stop_children_at_exit
+from tinysplat_ns.core.distributed import Collectives, ProcessLost
 from tinysplat_ns.core.ply import atomic_write
+
+
+def join_process_group(device_type: str) -> Collectives:
+    """Under torchrun (WORLD_SIZE > 1 in the environment) join this training's process group from
+    torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): NCCL on CUDA, one GPU per
+    process by LOCAL_RANK, gloo elsewhere. Nerfstudio's launcher joins it before the trainer exists;
+    in one process there is none."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    if dist.is_initialized() and not comms.is_main_process():
+        CONSOLE.quiet = True  # process 0 speaks for all
+    return Collectives()
+
+
+def check_launcher(config: TrainerConfig) -> None:
+    """Nerfstudio's launcher (`--machine.num-devices`) starts one process per CUDA GPU; anywhere else
+    it fails in a traceback (it asserts CUDA), so the way that works is said in one line."""
+    processes = config.machine.num_devices * config.machine.num_machines
+    if processes <= 1:
+        return
+    gpus = torch.cuda.device_count() if config.machine.device_type == "cuda" else 0
+    torchrun = (
+        f'torchrun --standalone --nproc-per-node {config.machine.num_devices} "$(command -v ns-train)" '
+        f"{config.method_name} --data <scene> ..."
+    )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit(
+            "error: --machine.num-devices under torchrun: torchrun starts the processes; drop --machine.num-devices"
+        )
+    if gpus < config.machine.num_devices:
+        raise SystemExit(
+            f"error: --machine.num-devices {config.machine.num_devices} needs that many CUDA GPUs (Nerfstudio's "
+            f"launcher) and this machine has {gpus}; on CPUs, or any device, start the processes with torchrun: "
+            f"{torchrun}"
+        )
 
 
 @dataclass
@@ -31,23 +76,40 @@ class TinySplatTrainerConfig(TrainerConfig):
     """Stop after this many consecutive steps with a NaN or infinite loss or gradient (each one is
     skipped, leaving the Gaussians as they were)."""
 
+    def set_timestamp(self) -> None:
+        # ns-train's first call into the config, before it prints and saves it: under torchrun the
+        # processes meet here, and all take process 0's timestamp (one output folder)
+        check_launcher(self)
+        collectives = join_process_group(self.machine.device_type)
+        super().set_timestamp()
+        self.timestamp = collectives.broadcast_object(self.timestamp)
+
+    def save_config(self) -> None:
+        if comms.is_main_process():
+            super().save_config()
+
 
 class FiniteStepOptimizers(Optimizers):
     """Optimizers that refuse a step whose gradients are not all finite (a NaN or infinite loss
     gives such gradients): the parameters and Adam's moments stay as they were."""
 
     skipped_step: bool = False
+    collectives = Collectives()  # one process; the trainer sets its own
+    stop_requested = False
+    """In: this process asks to stop after this step; out: whether any process does."""
 
     def optimizer_scaler_step_some(self, grad_scaler, param_groups: List[str]) -> None:
         # the optimizers' own parameter lists: densification replaces the Gaussians' tensors there
         # (Nerfstudio's `self.parameters` still holds the first ones, whose .grad stays None)
-        grads = [
-            p.grad
+        params = [
+            p
             for group in param_groups
             for optimizer_group in self.optimizers[group].param_groups
             for p in optimizer_group["params"]
-            if p.grad is not None
         ]
+        # averaged first, so every process takes the same step, or skips it
+        self.stop_requested = self.collectives.mean_gradients(params, self.stop_requested)
+        grads = [p.grad for p in params if p.grad is not None]
         self.skipped_step = not all(bool(torch.isfinite(g).all()) for g in grads)
         if self.skipped_step:
             self.zero_grad_all()
@@ -58,28 +120,77 @@ class FiniteStepOptimizers(Optimizers):
 class TinySplatTrainer(Trainer):
     config: TinySplatTrainerConfig
 
+    def __init__(self, config: TinySplatTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        # under torchrun ns-train hands every process rank 0 of 1
+        self.collectives = join_process_group(config.machine.device_type)
+        if self.collectives.distributed:
+            world_size = self.collectives.world_size
+            local_rank = int(os.environ.get("LOCAL_RANK", local_rank))
+        super().__init__(config, local_rank, world_size)
+
     def setup_optimizers(self) -> Optimizers:
-        return FiniteStepOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
+        optimizers = FiniteStepOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
+        optimizers.collectives = self.collectives
+        return optimizers
 
     def setup(self, test_mode="val") -> None:
         # a kill (SIGTERM) too ends through the exit handlers, which stop every process the run started
         stop_children_at_exit(sigterm_exits=True)
-        with _sigint_handler(_quit_now):  # loading data: nothing to save yet
-            super().setup(test_mode)
+        main = self.collectives.rank == 0
+        if not main:
+            self.config.vis = "tensorboard"  # no viewer; Nerfstudio's writers write from process 0 only
+        # the pipeline as for one process: no DDP wrapper (FiniteStepOptimizers averages the gradients)
+        world_size, self.world_size = self.world_size, 1
+        try:
+            with _sigint_handler(_quit_now):  # loading data: nothing to save yet
+                super().setup(test_mode)
+        finally:
+            self.world_size = world_size
+        model = self.pipeline.model
+        model.collectives = self.collectives
+        if self.collectives.distributed:
+            self._start_alike(model)
+            if not main:  # process 0 writes the run's files
+                self.pipeline.datamanager.train_dataparser_outputs.save_dataparser_transform = lambda path: None
         self.skipped_steps = 0
         self.bad_streak = 0
+        self.interrupt_requested = False
         self.interrupted = False
         # last, after the model's own callbacks (densification): the step is complete when it runs
         self.callbacks.append(
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._stop_if_interrupted)
         )
 
+    def _start_alike(self, model) -> None:
+        """Every process starts from process 0's Gaussians, other parameters and random states
+        (Nerfstudio's launcher seeds each process differently; a loaded checkpoint is the same file)."""
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+        extra = model.get_extra_state()
+        on_cpu = self.collectives.broadcast_object(_tensors_to_cpu(extra) if self.collectives.rank == 0 else None)
+        if self.collectives.rank != 0:
+            model.set_extra_state(on_cpu)
+
     def train(self) -> None:
-        with _sigint_handler(self._on_sigint):
-            super().train()
+        try:
+            with _sigint_handler(self._on_sigint):
+                super().train()
+        except ProcessLost as e:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's stop: this process is ending already
+            saved = sorted(self.checkpoint_dir.glob("step-*.ckpt"))
+            kept = f"the last checkpoint is kept: {saved[-1]}" if saved else "no checkpoint was saved yet"
+            sys.exit(
+                f"error: process {self.collectives.rank}: another process of this training stopped, so all stop "
+                f"({e}); {kept}. Resume with --load-dir"
+            )
+
+    def eval_iteration(self, step: int) -> None:
+        if self.collectives.rank == 0:  # its scores are logged by process 0 alone
+            super().eval_iteration(step)
 
     def _on_sigint(self, signum, frame) -> None:
-        self.interrupted = True
+        self.interrupt_requested = True
         signal.signal(signal.SIGINT, _quit_now)
         CONSOLE.print("[bold yellow]Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit without it)")
 
@@ -89,6 +200,7 @@ class TinySplatTrainer(Trainer):
         path = self.save_checkpoint(step)
         writer.write_out_storage()
         self.shutdown()
+        self.collectives.barrier()  # the checkpoint is whole before any process exits
         remaining = self._start_step + self.config.max_num_iterations - 1 - step
         CONSOLE.print(
             f"Interrupted after step {step}: saved {path}\nResume with: ns-train {self.config.method_name} "
@@ -99,7 +211,9 @@ class TinySplatTrainer(Trainer):
         sys.exit(130)
 
     def train_iteration(self, step: int):
+        self.optimizers.stop_requested = self.interrupt_requested
         loss, loss_dict, metrics_dict = super().train_iteration(step)
+        self.interrupted = self.optimizers.stop_requested  # agreed by all processes, at this same step
         if not self.optimizers.skipped_step:
             self.bad_streak = 0
             return loss, loss_dict, metrics_dict
@@ -114,6 +228,9 @@ class TinySplatTrainer(Trainer):
         if self.bad_streak >= self.config.max_bad_steps:
             path = self.save_checkpoint(step - self.bad_streak)  # the Gaussians are as after that step
             self.shutdown()
+            self.collectives.barrier()
+            if self.collectives.rank != 0:
+                sys.exit(1)  # process 0 says why
             sys.exit(
                 f"error: training diverged: {self.bad_streak} steps in a row (up to step {step}) had a NaN or "
                 f"infinite loss or gradient; the last good state is saved in {path}. Lower the learning "
@@ -142,6 +259,14 @@ class TinySplatTrainer(Trainer):
                 if old != path:
                     old.unlink()
         return path
+
+
+def _tensors_to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _tensors_to_cpu(v) for k, v in value.items()}
+    return value
 
 
 def _quit_now(signum, frame) -> None:

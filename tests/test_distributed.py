@@ -1,0 +1,294 @@
+"""Training in several processes (tinysplat_ns/core/distributed.py, tinysplat_ns/trainer.py) on
+CPUs: gloo, 2 processes of 1 thread each, started by torchrun as a user starts them.
+
+The failure to rule out is two independent copies of one training (same seed, same result): the
+replicas must hold the same Gaussians bitwise and have trained on different views."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from scene import scene_dir
+
+from tinysplat_ns.core.distributed import Collectives
+from tinysplat_ns.core.rasterization import rasterization
+from tinysplat_ns.core.strategies.adc import ADC
+
+BIN = Path(sys.executable).parent
+TESTS = Path(__file__).parent
+# small images: 300 steps in about a minute on two cores
+FAST = [
+    "--pipeline.datamanager.camera-res-scale-factor", "0.25", "--steps-per-eval-image", "0",
+    "--steps-per-eval-all-images", "0", "--logging.steps-per-log", "1",
+]  # fmt: skip
+DENSIFYING = {
+    "adc": [
+        "--pipeline.model.strategy", "adc", "--pipeline.model.adc.refine-start-iter", "50",
+        "--pipeline.model.adc.refine-every", "50", "--pipeline.model.adc.reset-every", "150",
+        "--pipeline.model.adc.grow-grad2d", "2e-5", "--pipeline.model.max-gaussians", "12000",
+    ],
+    "mcmc": [
+        "--pipeline.model.strategy", "mcmc", "--pipeline.model.mcmc.refine-start-iter", "50",
+        "--pipeline.model.mcmc.refine-every", "50", "--pipeline.model.max-gaussians", "9000",
+    ],
+    "thin-out": ["--pipeline.model.strategy", "thin-out", "--pipeline.model.thin-out.every", "20"],
+}  # fmt: skip
+INITIAL_GAUSSIANS = 7840  # the bundled scene's SfM points
+
+
+def torchrun(args, log: Path, env=None, patched=False) -> subprocess.Popen:
+    """`torchrun --standalone --nproc-per-node 2 ns-train tinysplat-cpu ...` in the background, its
+    output in log.out / log.err."""
+    script = str(TESTS / "patched_ns_train.py") if patched else str(BIN / "ns-train")
+    return subprocess.Popen(
+        [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", script, "tinysplat-cpu",
+         "--data", str(scene_dir()), "--vis", "tensorboard", *FAST, *map(str, args)],
+        cwd=log.parent, stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"), text=True,
+        env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def output(log: Path) -> str:
+    return Path(f"{log}.out").read_text() + Path(f"{log}.err").read_text()
+
+
+@pytest.mark.parametrize("strategy,steps", [("adc", 300), ("mcmc", 300), ("thin-out", 40)])
+def test_two_processes_hold_the_same_gaussians_trained_on_different_views(tmp_path, plugin_env, strategy, steps):
+    log = tmp_path / "run"
+    env = {**plugin_env, "REPLICAS_TO": str(tmp_path)}
+    run = torchrun(["--output-dir", tmp_path, "--max-num-iterations", steps, *DENSIFYING[strategy]], log, env, True)
+    assert run.wait(timeout=900) == 0, output(log)[-3000:]
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+
+    count = len(first["params"]["means"])
+    if strategy == "adc":
+        assert INITIAL_GAUSSIANS < count <= 12000
+    elif strategy == "mcmc":
+        assert INITIAL_GAUSSIANS < count <= 9000
+    else:
+        assert count < INITIAL_GAUSSIANS
+    for name, value in first["params"].items():
+        assert torch.equal(value, second["params"][name]), name
+    for group, state in first["moments"].items():
+        for index, moments in state.items():
+            for key, value in moments.items():
+                assert torch.equal(value, second["moments"][group][index][key]), (group, key)
+    # each step, a different view in each process: together, the one-process order of the views
+    assert len(first["views"]) == len(second["views"]) == steps
+    assert all(a != b for a, b in zip(first["views"], second["views"]))
+    views = 44
+    interleaved = [v for pair in zip(first["views"], second["views"]) for v in pair]
+    for epoch in range(2 * steps // views):
+        assert sorted(interleaved[epoch * views : (epoch + 1) * views]) == list(range(views))
+
+
+def nerfstudio_worker(local_rank: int, config, dist_url: str, replicas: Path) -> None:
+    """A process of Nerfstudio's own launcher (what `--machine.num-devices 2` spawns), made to run on
+    a CPU: its module is told of two CUDA GPUs (it asserts them), and with device_type "cpu" it
+    joins with gloo."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from nerfstudio.scripts import train
+    from patched_ns_train import record_replicas
+
+    class TorchWithTwoGpus:
+        cuda = SimpleNamespace(is_available=lambda: True, device_count=lambda: 2)
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    torch.set_num_threads(1)
+    record_replicas(replicas)
+    with mock.patch.object(train, "torch", TorchWithTwoGpus()):
+        train._distributed_worker(local_rank, train.train_loop, 2, 2, 0, dist_url, config, device_type="cpu")
+
+
+def test_nerfstudios_launcher_trains_the_same_way(tmp_path):
+    """Nerfstudio's launcher seeds each process differently (seed + rank) and joins the process group
+    itself; MCMC's random draws must still agree."""
+    import copy
+    import socket
+
+    from tinysplat_ns.tinysplat_config import tinysplat_cpu
+
+    config = copy.deepcopy(tinysplat_cpu.config)
+    config.pipeline.datamanager.data = scene_dir()
+    config.pipeline.datamanager.camera_res_scale_factor = 0.25
+    config.output_dir, config.vis, config.timestamp = tmp_path, "tensorboard", "launcher"
+    config.max_num_iterations, config.steps_per_eval_all_images = 30, 0
+    config.machine.num_devices = 2
+    config.pipeline.model.strategy = "mcmc"
+    config.pipeline.model.mcmc.refine_start_iter, config.pipeline.model.mcmc.refine_every = 10, 10
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(nerfstudio_worker, args=(config, f"tcp://127.0.0.1:{port}", tmp_path), nprocs=2,
+                       start_method="fork")  # fmt: skip
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert len(first["params"]["means"]) > INITIAL_GAUSSIANS
+    for name, value in first["params"].items():
+        assert torch.equal(value, second["params"][name]), name
+    assert all(a != b for a, b in zip(first["views"], second["views"]))
+    assert len(list(tmp_path.rglob("step-*.ckpt"))) == 1
+
+
+# One step of two processes against one process with the mean of the same two views' gradients.
+
+W, H = 48, 36
+
+
+def views_and_scene():
+    gen = torch.Generator().manual_seed(3)
+    n = 400
+    params = {
+        "means": torch.randn(n, 3, generator=gen) * 0.6 + torch.tensor([0.0, 0.0, 3.0]),
+        "quats": torch.randn(n, 4, generator=gen),
+        "scales": torch.rand(n, 3, generator=gen) * 1.5 - 4.0,
+        "opacities": torch.randn(n, 1, generator=gen),
+        "colors": torch.rand(n, 3, generator=gen),
+    }
+    params = {k: torch.nn.Parameter(v) for k, v in params.items()}
+    viewmats = torch.eye(4).repeat(2, 1, 1)
+    viewmats[1, 0, 3] = 0.3  # the second camera a little to the side
+    K = torch.tensor([[40.0, 0, W / 2], [0, 40.0, H / 2], [0, 0, 1]])
+    targets = torch.rand(2, H, W, 3, generator=gen)
+    return params, viewmats, K.repeat(2, 1, 1), targets
+
+
+def render_loss(params, viewmats, Ks, targets):
+    """Mean over the views of each view's L1 loss, and the rasterizer's info."""
+    image, _, info = rasterization(
+        params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]).squeeze(-1),
+        params["colors"], viewmats, Ks, W, H, backend="torch",
+    )  # fmt: skip
+    info["means2d"].retain_grad()
+    return (image - targets).abs().mean(dim=(1, 2, 3)).mean(), info
+
+
+def strategy_statistics(params, info):
+    adc = ADC(refine_start_iter=10**6, refine_scale2d_stop_iter=10**6)  # statistics (radii too), no refinement
+    state = adc.initialize_state()
+    adc.step_post_backward(params, {}, state, 1, info)
+    return {k: state[k] for k in ("grad2d", "count", "radii")}
+
+
+def one_view_of_two(rank: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    params, viewmats, Ks, targets = views_and_scene()
+    loss, info = render_loss(params, viewmats[rank : rank + 1], Ks[rank : rank + 1], targets[rank : rank + 1])
+    loss.backward()
+    collectives = Collectives()
+    collectives.mean_gradients(list(params.values()))
+    statistics = strategy_statistics(params, collectives.views_of_step(info))
+    torch.save({"grads": {k: p.grad for k, p in params.items()}, "statistics": statistics}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_a_two_process_step_is_a_one_process_step_on_the_mean_of_both_views(tmp_path):
+    mp.start_processes(one_view_of_two, args=(str(tmp_path / "init"), str(tmp_path / "step")), nprocs=2,
+                       start_method="fork")  # fmt: skip
+    # the reference: both views rendered as one batch in one process, the loss their mean
+    params, viewmats, Ks, targets = views_and_scene()
+    loss, info = render_loss(params, viewmats, Ks, targets)
+    loss.backward()
+    reference = strategy_statistics(params, info)
+    assert int((reference["count"] == 2).sum()) > 100 and bool((reference["count"] == 1).any())
+
+    for rank in (0, 1):
+        step = torch.load(tmp_path / f"step.{rank}", weights_only=False)
+        for name, p in params.items():
+            torch.testing.assert_close(step["grads"][name], p.grad, rtol=1e-6, atol=1e-9, msg=name)
+        for name, value in reference.items():
+            torch.testing.assert_close(step["statistics"][name], value, rtol=1e-6, atol=1e-9, msg=name)
+
+
+# Stops and resumes.
+
+
+def wait_for_checkpoint(run: subprocess.Popen, folder: Path) -> Path:
+    deadline = time.time() + 600
+    while time.time() < deadline and run.poll() is None:
+        saved = sorted(folder.rglob("step-*.ckpt"))
+        if saved:
+            return saved[-1]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint was saved")
+
+
+def workers(run: subprocess.Popen):
+    """torchrun's processes, by LOCAL_RANK."""
+    found = {}
+    for child in psutil.Process(run.pid).children():
+        found[int(child.environ()["LOCAL_RANK"])] = child
+    return found
+
+
+def test_a_killed_process_stops_all_with_one_line_and_the_checkpoint_loads(tmp_path):
+    log = tmp_path / "run"
+    run = torchrun(["--output-dir", tmp_path, "--max-num-iterations", 5000, "--steps-per-save", 10], log)
+    wait_for_checkpoint(run, tmp_path)
+    victim = workers(run)[1]
+    victim.kill()
+    killed = time.time()
+    run.wait(timeout=60)
+    assert time.time() - killed < 20
+    text = output(log)
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "process 0: another process of this training stopped" in errors[0], text[-3000:]
+    assert "rank      : 1 (local_rank: 1)" in text and "SIGKILL" in text  # torchrun names it
+    kept = Path(errors[0].split("the last checkpoint is kept: ")[1].split(".ckpt")[0] + ".ckpt")
+    assert kept.exists()
+    config = kept.parents[1] / "config.yml"
+    evaluated = subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(tmp_path / "eval.json")],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert f"step-{int(kept.stem.split('-')[1]):09d}" in kept.name and (tmp_path / "eval.json").exists()
+
+
+def test_ctrl_c_checkpoints_once_and_one_process_resumes(tmp_path):
+    log = tmp_path / "run"
+    run = torchrun(["--output-dir", tmp_path, "--max-num-iterations", 5000, "--steps-per-save", 20], log)
+    wait_for_checkpoint(run, tmp_path)
+    run.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends torchrun; it passes it on to each
+    run.wait(timeout=120)
+    text = output(log)
+    interrupted = [line for line in text.splitlines() if line.startswith("Interrupted after step")]
+    assert len(interrupted) == 1, text[-3000:]  # process 0 saves and says it
+    step = int(interrupted[0].split()[3].rstrip(":"))
+    saved = sorted(tmp_path.rglob("step-*.ckpt"))
+    assert [p.name for p in saved] == [f"step-{step:09d}.ckpt"]  # (older ones are deleted: the latest only)
+    assert "Resume with: ns-train tinysplat-cpu" in text
+
+    resumed = subprocess.run(
+        [str(BIN / "ns-train"), "tinysplat-cpu", "--data", str(scene_dir()), "--vis", "tensorboard", *FAST,
+         "--output-dir", str(tmp_path / "resumed"), "--load-dir", str(saved[0].parent), "--max-num-iterations", "5"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = sorted((tmp_path / "resumed").rglob("step-*.ckpt"))
+    assert [p.name for p in final] == [f"step-{step + 5:09d}.ckpt"]
+    state = torch.load(final[0], map_location="cpu", weights_only=True)
+    assert torch.isfinite(state["pipeline"]["_model.gauss_params.means"]).all()
+
+
+def test_nerfstudios_launcher_on_a_cpu_points_at_torchrun_in_one_line(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "ns-train"), "tinysplat-cpu", "--data", str(scene_dir()), "--machine.num-devices", "2",
+         "--output-dir", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --machine.num-devices 2 needs that many CUDA GPUs")
+    assert "torchrun --standalone --nproc-per-node 2" in last
