@@ -3,7 +3,9 @@ DIVERGE_FROM_STEP=N: the loss is NaN from step N on, as a diverging run's (the N
 STEP_SECONDS=S: each step takes S seconds longer (time for a second Ctrl-C within one step);
 REPLICAS_TO=DIR: at the end of training each process saves its Gaussians, their Adam moments and
 the views it trained on to DIR/rank<R>.pt (under torchrun: each process's own copy, which it never
-writes otherwise)."""
+writes otherwise);
+EXIT_CODES_TO=DIR: each process writes the status it exits with to DIR/exit.<RANK> (torchrun reports
+its processes' statuses only when one fails)."""
 
 import math
 import os
@@ -59,4 +61,10 @@ if __name__ == "__main__":
     if os.environ.get("REPLICAS_TO"):
         record_replicas(Path(os.environ["REPLICAS_TO"]))
     sys.argv = ["ns-train", *sys.argv[1:]]
-    entrypoint()
+    try:
+        entrypoint()
+    except SystemExit as e:
+        if os.environ.get("EXIT_CODES_TO"):
+            code = e.code if isinstance(e.code, int) else 1
+            Path(os.environ["EXIT_CODES_TO"], f"exit.{os.environ.get('RANK', 0)}").write_text(str(code))
+        raise

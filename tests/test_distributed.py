@@ -14,13 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed_step import SIZES, adc_accumulating, view_loss, views_and_scene
 from scene import scene_dir
-
-from tinysplat_ns.core.distributed import Collectives
-from tinysplat_ns.core.rasterization import rasterization
-from tinysplat_ns.core.strategies.adc import ADC
 
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).parent
@@ -90,49 +85,11 @@ def test_two_processes_hold_the_same_gaussians_trained_on_different_views(tmp_pa
         assert sorted(interleaved[epoch * views : (epoch + 1) * views]) == list(range(views))
 
 
-def nerfstudio_worker(local_rank: int, config, dist_url: str, replicas: Path) -> None:
-    """A process of Nerfstudio's own launcher (what `--machine.num-devices 2` spawns), made to run on
-    a CPU: its module is told of two CUDA GPUs (it asserts them), and with device_type "cpu" it
-    joins with gloo."""
-    from types import SimpleNamespace
-    from unittest import mock
-
-    from nerfstudio.scripts import train
-    from patched_ns_train import record_replicas
-
-    class TorchWithTwoGpus:
-        cuda = SimpleNamespace(is_available=lambda: True, device_count=lambda: 2)
-
-        def __getattr__(self, name):
-            return getattr(torch, name)
-
-    torch.set_num_threads(1)
-    record_replicas(replicas)
-    with mock.patch.object(train, "torch", TorchWithTwoGpus()):
-        train._distributed_worker(local_rank, train.train_loop, 2, 2, 0, dist_url, config, device_type="cpu")
-
-
 def test_nerfstudios_launcher_trains_the_same_way(tmp_path):
     """Nerfstudio's launcher seeds each process differently (seed + rank) and joins the process group
     itself; MCMC's random draws must still agree."""
-    import copy
-    import socket
-
-    from tinysplat_ns.tinysplat_config import tinysplat_cpu
-
-    config = copy.deepcopy(tinysplat_cpu.config)
-    config.pipeline.datamanager.data = scene_dir()
-    config.pipeline.datamanager.camera_res_scale_factor = 0.25
-    config.output_dir, config.vis, config.timestamp = tmp_path, "tensorboard", "launcher"
-    config.max_num_iterations, config.steps_per_eval_all_images = 30, 0
-    config.machine.num_devices = 2
-    config.pipeline.model.strategy = "mcmc"
-    config.pipeline.model.mcmc.refine_start_iter, config.pipeline.model.mcmc.refine_every = 10, 10
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(nerfstudio_worker, args=(config, f"tcp://127.0.0.1:{port}", tmp_path), nprocs=2,
-                       start_method="fork")  # fmt: skip
+    subprocess.run([sys.executable, str(TESTS / "nerfstudio_launcher.py"), str(scene_dir()), str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
     first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert len(first["params"]["means"]) > INITIAL_GAUSSIANS
     for name, value in first["params"].items():
@@ -143,73 +100,34 @@ def test_nerfstudios_launcher_trains_the_same_way(tmp_path):
 
 # One step of two processes against one process with the mean of the same two views' gradients.
 
-W, H = 48, 36
-
-
-def views_and_scene():
-    gen = torch.Generator().manual_seed(3)
-    n = 400
-    params = {
-        "means": torch.randn(n, 3, generator=gen) * 0.6 + torch.tensor([0.0, 0.0, 3.0]),
-        "quats": torch.randn(n, 4, generator=gen),
-        "scales": torch.rand(n, 3, generator=gen) * 1.5 - 4.0,
-        "opacities": torch.randn(n, 1, generator=gen),
-        "colors": torch.rand(n, 3, generator=gen),
-    }
-    params = {k: torch.nn.Parameter(v) for k, v in params.items()}
-    viewmats = torch.eye(4).repeat(2, 1, 1)
-    viewmats[1, 0, 3] = 0.3  # the second camera a little to the side
-    K = torch.tensor([[40.0, 0, W / 2], [0, 40.0, H / 2], [0, 0, 1]])
-    targets = torch.rand(2, H, W, 3, generator=gen)
-    return params, viewmats, K.repeat(2, 1, 1), targets
-
-
-def render_loss(params, viewmats, Ks, targets):
-    """Mean over the views of each view's L1 loss, and the rasterizer's info."""
-    image, _, info = rasterization(
-        params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]).squeeze(-1),
-        params["colors"], viewmats, Ks, W, H, backend="torch",
-    )  # fmt: skip
-    info["means2d"].retain_grad()
-    return (image - targets).abs().mean(dim=(1, 2, 3)).mean(), info
-
-
-def strategy_statistics(params, info):
-    adc = ADC(refine_start_iter=10**6, refine_scale2d_stop_iter=10**6)  # statistics (radii too), no refinement
-    state = adc.initialize_state()
-    adc.step_post_backward(params, {}, state, 1, info)
-    return {k: state[k] for k in ("grad2d", "count", "radii")}
-
-
-def one_view_of_two(rank: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    params, viewmats, Ks, targets = views_and_scene()
-    loss, info = render_loss(params, viewmats[rank : rank + 1], Ks[rank : rank + 1], targets[rank : rank + 1])
-    loss.backward()
-    collectives = Collectives()
-    collectives.mean_gradients(list(params.values()))
-    statistics = strategy_statistics(params, collectives.views_of_step(info))
-    torch.save({"grads": {k: p.grad for k, p in params.items()}, "statistics": statistics}, f"{out}.{rank}")
-    dist.destroy_process_group()
-
-
-def test_a_two_process_step_is_a_one_process_step_on_the_mean_of_both_views(tmp_path):
-    mp.start_processes(one_view_of_two, args=(str(tmp_path / "init"), str(tmp_path / "step")), nprocs=2,
-                       start_method="fork")  # fmt: skip
-    # the reference: both views rendered as one batch in one process, the loss their mean
-    params, viewmats, Ks, targets = views_and_scene()
-    loss, info = render_loss(params, viewmats, Ks, targets)
-    loss.backward()
-    reference = strategy_statistics(params, info)
+@pytest.mark.parametrize("sizes", SIZES)
+def test_a_two_process_step_is_a_one_process_step_on_the_mean_of_both_views(tmp_path, sizes):
+    subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", str(TESTS / "distributed_step.py"),
+                    str(tmp_path / "step"), sizes], check=True, capture_output=True, timeout=300)  # fmt: skip
+    # the reference, in one process: the mean of both views' losses; ADC's statistics accumulate
+    # over both views, each in its own pixels, with gsplat's batch normalisation (a render of C
+    # cameras reports n_cameras = C, which undoes the mean's 1/C)
+    params, views = views_and_scene(SIZES[sizes])
+    adc, reference = adc_accumulating()
+    radii = []
+    for view in views:
+        loss, info = view_loss(params, view, 1 / len(views))
+        loss.backward()
+        adc.step_post_backward(params, {}, reference, 1, dict(info, n_cameras=len(views)))
+        _, alone = adc_accumulating()
+        adc.step_post_backward(params, {}, alone, 1, dict(info, n_cameras=len(views)))
+        radii.append(alone["radii"])
+    # gsplat's update of a batch keeps, for a Gaussian seen by several cameras, the last camera's
+    # radius (an index assignment with repeated indices), not their maximum: a batch of views does
+    reference["radii"] = torch.where(radii[1] > 0, radii[1], radii[0])
     assert int((reference["count"] == 2).sum()) > 100 and bool((reference["count"] == 1).any())
 
     for rank in (0, 1):
         step = torch.load(tmp_path / f"step.{rank}", weights_only=False)
         for name, p in params.items():
             torch.testing.assert_close(step["grads"][name], p.grad, rtol=1e-6, atol=1e-9, msg=name)
-        for name, value in reference.items():
-            torch.testing.assert_close(step["statistics"][name], value, rtol=1e-6, atol=1e-9, msg=name)
+        for name in ("grad2d", "count", "radii"):
+            torch.testing.assert_close(step["state"][name], reference[name], rtol=1e-6, atol=1e-9, msg=name)
 
 
 # Stops and resumes.
@@ -257,11 +175,13 @@ def test_a_killed_process_stops_all_with_one_line_and_the_checkpoint_loads(tmp_p
 
 def test_ctrl_c_checkpoints_once_and_one_process_resumes(tmp_path):
     log = tmp_path / "run"
-    run = torchrun(["--output-dir", tmp_path, "--max-num-iterations", 5000, "--steps-per-save", 20], log)
+    env = {**os.environ, "EXIT_CODES_TO": str(tmp_path)}
+    run = torchrun(["--output-dir", tmp_path, "--max-num-iterations", 5000, "--steps-per-save", 20], log, env, True)
     wait_for_checkpoint(run, tmp_path)
     run.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends torchrun; it passes it on to each
     run.wait(timeout=120)
     text = output(log)
+    assert [(tmp_path / f"exit.{rank}").read_text() for rank in (0, 1)] == ["130", "130"], text[-3000:]
     interrupted = [line for line in text.splitlines() if line.startswith("Interrupted after step")]
     assert len(interrupted) == 1, text[-3000:]  # process 0 saves and says it
     step = int(interrupted[0].split()[3].rstrip(":"))

@@ -31,6 +31,9 @@ from tinysplat_ns.child_processes import stop_children_at_exit
 from tinysplat_ns.core.distributed import Collectives, ProcessLost
 from tinysplat_ns.core.ply import atomic_write
 
+if int(os.environ.get("RANK", "0")) > 0:
+    CONSOLE.quiet = True  # a torchrun process other than 0, from ns-train's first lines: process 0 speaks for all
+
 
 def join_process_group(device_type: str) -> Collectives:
     """Under torchrun (WORLD_SIZE > 1 in the environment) join this training's process group from

@@ -72,31 +72,34 @@ class Collectives:
         return stop_anywhere
 
     def views_of_step(self, info: Dict[str, Any]) -> Dict[str, Any]:
-        """The rasterizer's `info` of every process's view, gathered as gsplat's batched form: the
-        2D means' gradients ([P*C, N, 2], each view's as the mean loss over the P processes gives
-        it, 1/P of its own; `absgrad` too), `radii` and `n_cameras`. Views of another size than the
-        first process's are expressed in its pixels, so the strategy's width and height fit all."""
+        """The rasterizer's `info` of every process's view, gathered as gsplat's batched form: the 2D
+        means [P*C, N, 2] with their gradients (each view's as the mean loss over the P processes
+        gives it: 1/P of its own; `absgrad` too), `radii` and `n_cameras`. A view of another size than
+        the first process's is expressed in that one's pixels, so the strategy's width and height
+        (the first view's) normalise every view as its own would."""
         if not self.distributed:
             return info
         means2d = info["means2d"]
         size = torch.tensor([float(info["width"]), float(info["height"])], device=means2d.device)
         sizes = self._gather(size[None])  # [P, 2]
         width, height = sizes[0].tolist()
-        to_first = (sizes[0] / size).tolist()  # this view's pixels in the first view's
+        # gsplat scales x gradients by width / 2 (pixels to NDC): in the first view's pixels a
+        # gradient is this view's times its size over the first's
+        scale = (size / sizes[0]) / self.world_size
         grad = means2d.grad if means2d.grad is not None else torch.zeros_like(means2d)
-        gathered = dict(info, width=int(width), height=int(height), n_cameras=info["n_cameras"] * self.world_size)
-        means = self._gather(grad * grad.new_tensor(to_first) / self.world_size).requires_grad_()
-        means.grad = means.detach()
+        means = self._gather(means2d.detach()).requires_grad_()
+        means.grad = self._gather(grad * scale)
         absgrad = getattr(means2d, "absgrad", None)
         if absgrad is not None:
-            means.absgrad = self._gather(absgrad * absgrad.new_tensor(to_first) / self.world_size)
-        gathered["means2d"] = means
+            means.absgrad = self._gather(absgrad * scale)
         radii = info["radii"]
         if (sizes != sizes[0]).any():  # (known alike everywhere: the radii's dtype stays the same on all)
             # gsplat compares radii with max(width, height): a view's radius in the first view's pixels
             radii = radii.float() * (max(width, height) / max(info["width"], info["height"]))
-        gathered["radii"] = self._gather(radii)
-        return gathered
+        return dict(
+            info, means2d=means, radii=self._gather(radii), width=int(width), height=int(height),
+            n_cameras=info["n_cameras"] * self.world_size,
+        )  # fmt: skip
 
     def broadcast_object(self, obj: Any) -> Any:
         """`obj` as process 0 has it."""
