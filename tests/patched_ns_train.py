@@ -1,5 +1,6 @@
 """`ns-train` with TinySplat's loss patched as the tests need, set by environment variables:
 DIVERGE_FROM_STEP=N: the loss is NaN from step N on, as a diverging run's (the NaN-streak exit);
+DIVERGE_RANK=R: only in the process of that rank (under torchrun);
 STEP_SECONDS=S: each step takes S seconds longer (time for a second Ctrl-C within one step);
 REPLICAS_TO=DIR: at the end of training each process saves its Gaussians, their Adam moments and
 the views it trained on to DIR/rank<R>.pt (under torchrun: each process's own copy, which it never
@@ -46,13 +47,14 @@ if __name__ == "__main__":
     from nerfstudio.scripts.train import entrypoint
 
     first_bad_step = int(os.environ.get("DIVERGE_FROM_STEP", sys.maxsize))
+    diverging = os.environ.get("DIVERGE_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0")
     extra_seconds = float(os.environ.get("STEP_SECONDS", 0))
     loss_dict = TinySplatModel.get_loss_dict
 
     def patched_loss_dict(self, outputs, batch, metrics_dict=None):
         losses = loss_dict(self, outputs, batch, metrics_dict)
         time.sleep(extra_seconds)
-        if self.step >= first_bad_step:
+        if self.step >= first_bad_step and diverging:
             losses = {name: value * math.nan for name, value in losses.items()}
         return losses
 

@@ -4,6 +4,7 @@ CPUs: gloo, 2 processes of 1 thread each, started by torchrun as a user starts t
 The failure to rule out is two independent copies of one training (same seed, same result): the
 replicas must hold the same Gaussians bitwise and have trained on different views."""
 
+import json
 import os
 import signal
 import subprocess
@@ -167,10 +168,12 @@ def test_a_killed_process_stops_all_with_one_line_and_the_checkpoint_loads(tmp_p
     kept = Path(errors[0].split("the last checkpoint is kept: ")[1].split(".ckpt")[0] + ".ckpt")
     assert kept.exists()
     config = kept.parents[1] / "config.yml"
-    evaluated = subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(tmp_path / "eval.json")],
+    scores = tmp_path / "eval.json"
+    evaluated = subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(scores)],
                                cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert f"step-{int(kept.stem.split('-')[1]):09d}" in kept.name and (tmp_path / "eval.json").exists()
+    scored = json.loads(scores.read_text())
+    assert Path(scored["checkpoint"]) == kept and scored["results"]["psnr"] > 12
 
 
 def test_ctrl_c_checkpoints_once_and_one_process_resumes(tmp_path):
@@ -199,6 +202,23 @@ def test_ctrl_c_checkpoints_once_and_one_process_resumes(tmp_path):
     assert [p.name for p in final] == [f"step-{step + 5:09d}.ckpt"]
     state = torch.load(final[0], map_location="cpu", weights_only=True)
     assert torch.isfinite(state["pipeline"]["_model.gauss_params.means"]).all()
+
+
+def test_a_nan_streak_in_one_process_stops_all_keeping_the_last_good_state(tmp_path):
+    log = tmp_path / "run"
+    env = {**os.environ, "DIVERGE_FROM_STEP": "8", "DIVERGE_RANK": "1", "EXIT_CODES_TO": str(tmp_path)}
+    run = torchrun(["--output-dir", tmp_path, "--max-num-iterations", 100, "--max-bad-steps", 5,
+                    "--steps-per-save", 1000], log, env, True)  # fmt: skip
+    run.wait(timeout=600)
+    text = output(log)
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged: 5 steps in a row"), text[-3000:]
+    assert [(tmp_path / f"exit.{rank}").read_text() for rank in (0, 1)] == ["1", "1"]
+    # process 1's NaN reached process 0 through the mean: both skipped steps 8-12 and kept step 7's state
+    saved = sorted(tmp_path.rglob("step-*.ckpt"))
+    assert [p.name for p in saved] == ["step-000000007.ckpt"]
+    state = torch.load(saved[0], map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(v).all() for k, v in state["pipeline"].items() if k.startswith("_model.gauss_params"))
 
 
 def test_nerfstudios_launcher_on_a_cpu_points_at_torchrun_in_one_line(tmp_path):
