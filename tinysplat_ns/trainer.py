@@ -129,6 +129,8 @@ class TinySplatTrainer(Trainer):
         if self.collectives.distributed:
             world_size = self.collectives.world_size
             local_rank = int(os.environ.get("LOCAL_RANK", local_rank))
+            if config.machine.device_type == "cuda":
+                torch.cuda.set_device(local_rank)  # NCCL's own buffers (objects broadcast, barriers) go there
         super().__init__(config, local_rank, world_size)
 
     def setup_optimizers(self) -> Optimizers:
