@@ -174,8 +174,9 @@ class TinySplatModel(SplatfactoModel):
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         # set by the trainer when it runs in several processes: what they exchange each step
         self.collectives = Collectives()
-        # the strategy's own random draws, alike in every process (the trainer gives all of them process 0's)
-        self.strategy_random = new_random_state(int(torch.randint(2**62, ())))
+        # the strategy's own random draws, alike in every process (the trainer gives all of them process 0's;
+        # seeded from the run's seed without drawing from the generator the run uses)
+        self.strategy_random = new_random_state(torch.initial_seed())
 
     def _initial_gaussians(self) -> Gaussians:
         """From the SfM points (or random ones): isotropic, sized by the 3 nearest neighbours."""

@@ -127,7 +127,7 @@ class Collectives:
 
 
 @contextmanager
-def shared_random_state(state: Dict[str, Tensor], device: torch.device):
+def shared_random_state(state: Dict[str, Any], device: torch.device):
     """Inside the block, torch's random generator of the CPU (and of `device` when it is a GPU)
     draws from `state`, which every process holds alike; on leaving, `state` has advanced and the
     process's own generator is as before. So draws (MCMC's relocation and noise) agree everywhere."""
@@ -144,6 +144,6 @@ def shared_random_state(state: Dict[str, Tensor], device: torch.device):
             state["cuda"] = torch.cuda.get_rng_state(device)
 
 
-def new_random_state(seed: int) -> Dict[str, Tensor]:
+def new_random_state(seed: int) -> Dict[str, Any]:
     """A generator state for `shared_random_state`, the same in every process for the same seed."""
-    return {"cpu": torch.Generator().manual_seed(seed).get_state(), "seed": torch.tensor(seed)}
+    return {"cpu": torch.Generator().manual_seed(seed).get_state(), "seed": seed}
