@@ -169,9 +169,7 @@ class TinySplatTrainer(Trainer):
     def _start_alike(self, model) -> None:
         """Every process starts from process 0's Gaussians, other parameters and random states
         (Nerfstudio's launcher seeds each process differently; a loaded checkpoint is the same file)."""
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                dist.broadcast(tensor.data, src=0)
+        self.collectives.broadcast_([tensor.data for tensor in [*model.parameters(), *model.buffers()]])
         extra = model.get_extra_state()
         on_cpu = self.collectives.broadcast_object(_tensors_to_cpu(extra) if self.collectives.rank == 0 else None)
         if self.collectives.rank != 0:

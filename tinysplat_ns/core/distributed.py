@@ -110,6 +110,14 @@ class Collectives:
             dist.broadcast_object_list(holder, src=self._global_rank(0), group=self.group)
         return holder[0]
 
+    def broadcast_(self, tensors: Sequence[Tensor]) -> None:
+        """Overwrite each tensor, in place, with process 0's."""
+        if not self.distributed:
+            return
+        with _collective():
+            for tensor in tensors:
+                dist.broadcast(tensor, src=self._global_rank(0), group=self.group)
+
     def barrier(self) -> None:
         if self.distributed:
             with _collective():
