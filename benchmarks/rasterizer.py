@@ -68,6 +68,7 @@ def dense(g, camera, backward: bool, pixels_per_chunk: int = 2048):
     rgb = torch.cat([o[0] for o in out])
     if backward:
         (rgb.sum() + torch.cat([o[1] for o in out]).sum()).backward()
+    return rgb.detach().reshape(height, width, -1)
 
 
 def machine_limits():

@@ -55,8 +55,9 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     """TinySplat: 3D Gaussian Splatting that trains on CPU (pure PyTorch) and on CUDA (gsplat)."""
 
     _target: Type = field(default_factory=lambda: TinySplatModel)
-    backend: Literal["auto", "torch", "gsplat"] = "auto"
-    """Rasterizer: "auto" picks gsplat's CUDA kernels on CUDA and TinySplat's PyTorch one elsewhere."""
+    backend: Literal["auto", "cpp", "torch", "gsplat"] = "auto"
+    """Rasterizer: "auto" picks gsplat's CUDA kernels on CUDA, TinySplat's compiled CPU one (built on first
+    use) on a CPU, and its pure-PyTorch one elsewhere or where the build fails."""
     max_gaussians: int = 0
     """Hard cap on the number of Gaussians (0: no cap), honoured by every strategy; past it the
     least opaque go."""

@@ -1,5 +1,6 @@
 """One entry point to render Gaussians, with the backend picked by the device of the tensors:
-gsplat's CUDA kernels on CUDA, our pure-PyTorch rasterizer everywhere else (CPU, MPS).
+gsplat's CUDA kernels on CUDA; on a CPU our compiled rasterizer (rasterize_cpp) where it builds and
+our pure-PyTorch one (rasterize_torch) otherwise and on MPS.
 
 Inputs and outputs are those of `gsplat.rasterization` (the subset TinySplat uses), so a model and a
 densification strategy see the same `info` whichever backend ran, with gsplat 1.4 or 1.5.
@@ -12,12 +13,12 @@ import torch
 from torch import Tensor
 
 from tinysplat_ns.core.projection import camera_centers, project_gaussians
-from tinysplat_ns.core.rasterize_torch import plan_tiles, rasterize_to_pixels
+from tinysplat_ns.core import rasterize_cpp, rasterize_torch
 from tinysplat_ns.core.sh import eval_sh
 
 RenderMode = Literal["RGB", "RGB+ED"]
 RasterizeMode = Literal["classic", "antialiased"]
-Backend = Literal["auto", "gsplat", "torch"]
+Backend = Literal["auto", "gsplat", "cpp", "torch"]
 
 
 def _gsplat_radii_per_axis() -> bool:
@@ -33,9 +34,11 @@ def _gsplat_radii_per_axis() -> bool:
 RADII_PER_AXIS = _gsplat_radii_per_axis()
 
 
-def pick_backend(device: torch.device, backend: Backend = "auto") -> Literal["gsplat", "torch"]:
+def pick_backend(device: torch.device, backend: Backend = "auto") -> Literal["gsplat", "cpp", "torch"]:
+    """auto: gsplat on CUDA, else the compiled CPU rasterizer for what it takes (float32 CPU tensors, up
+    to 4 channels) and the PyTorch one for the rest."""
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" else "torch"
+        return "gsplat" if device.type == "cuda" else "cpp" if device.type == "cpu" else "torch"
     if backend == "gsplat" and device.type != "cuda":
         # gsplat's ops need CUDA tensors; on a CPU they would try to build CUDA code instead.
         raise ValueError(f"the gsplat backend needs CUDA tensors, these are on {device}: use backend='torch'")
@@ -78,15 +81,15 @@ def rasterization(
             near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, backgrounds=backgrounds,
             render_mode=render_mode, rasterize_mode=rasterize_mode, absgrad=absgrad, packed=False,
         )  # fmt: skip
-    return _torch_rasterization(
+    return _cpu_rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, near_plane,
-        far_plane, eps2d, backgrounds, render_mode, rasterize_mode, absgrad, tile_size, chunk,
+        far_plane, eps2d, backgrounds, render_mode, rasterize_mode, absgrad, backend, tile_size, chunk,
     )  # fmt: skip
 
 
-def _torch_rasterization(
+def _cpu_rasterization(
     means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, near_plane,
-    far_plane, eps2d, backgrounds, render_mode, rasterize_mode, absgrad, tile_size, chunk,
+    far_plane, eps2d, backgrounds, render_mode, rasterize_mode, absgrad, backend, tile_size, chunk,
 ):  # fmt: skip
     C, N = viewmats.shape[0], means.shape[0]
     proj = project_gaussians(
@@ -112,6 +115,13 @@ def _torch_rasterization(
         "opacities": opacities, "camera_ids": None, "gaussian_ids": None, "width": width,
         "height": height, "n_cameras": C, "tile_size": tile_size, "n_isects": 0,
     }  # fmt: skip
+    use_cpp = backend in ("auto", "cpp") and rasterize_cpp.supports(proj.means2d, colors, tile_size)
+    if backend == "cpp" and not use_cpp:
+        raise ValueError(
+            "the cpp backend takes float32 CPU tensors, up to 4 channels and tiles of up to 16 pixels, "
+            "and needs its build to work (see the warning above): use backend='torch'"
+        )
+    rasterizer = rasterize_cpp if use_cpp else rasterize_torch
     absgrad_sink = None
     if absgrad:
         absgrad_sink = torch.zeros_like(proj.means2d, requires_grad=False)
@@ -119,12 +129,12 @@ def _torch_rasterization(
 
     images, alphas = [], []
     for c in range(C):
-        plan = plan_tiles(
+        plan = rasterizer.plan_tiles(
             proj.means2d[c].detach(), proj.conics[c].detach(), opacities[c].detach(),
             proj.depths[c].detach(), proj.radii[c], width, height, tile_size, chunk,
         )  # fmt: skip
         info["n_isects"] += plan.n_isects
-        image, alpha = rasterize_to_pixels(
+        image, alpha = rasterizer.rasterize_to_pixels(
             proj.means2d[c], proj.conics[c], colors[c], opacities[c], plan,
             background=None if backgrounds is None else backgrounds[c],
             absgrad_out=None if absgrad_sink is None else absgrad_sink[c],

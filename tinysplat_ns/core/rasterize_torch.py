@@ -106,19 +106,25 @@ def plan_tiles(
         tile_of = (ty0[owner] + local // nx[owner]) * tiles_x + tx0[owner] + local % nx[owner]
         tile_sorted, order = torch.sort(tile_of, stable=True)
         isect_gids = ids[owner[order]]
-
         per_tile = torch.bincount(tile_sorted, minlength=tiles_x * tiles_y)
-        starts = torch.cumsum(per_tile, 0) - per_tile
-        tile_count, tile_ids = torch.sort(per_tile, descending=True, stable=True)
-        n_used = int((tile_count > 0).sum())
-        tile_ids, tile_count = tile_ids[:n_used], tile_count[:n_used]
-        n_chunks = (tile_count + chunk - 1) // chunk
-        max_chunks = int(n_chunks[0]) if n_used else 0
-        wave_sizes = [int((n_chunks > w).sum()) for w in range(max_chunks)]
-        return TilePlan(
-            width, height, tile_size, tiles_x, tiles_y, chunk,
-            tile_ids, starts[tile_ids], tile_count, isect_gids, wave_sizes,
-        )  # fmt: skip
+        return plan_from_lists(per_tile, isect_gids, width, height, tile_size, chunk)
+
+
+def plan_from_lists(per_tile: Tensor, isect_gids: Tensor, width: int, height: int, tile_size: int, chunk: int):
+    """The plan of every tile's list of Gaussians, given as their lengths [tiles] and the lists one
+    after the other in tile order [M]."""
+    tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    starts = torch.cumsum(per_tile, 0) - per_tile
+    tile_count, tile_ids = torch.sort(per_tile, descending=True, stable=True)
+    n_used = int((tile_count > 0).sum())
+    tile_ids, tile_count = tile_ids[:n_used], tile_count[:n_used]
+    n_chunks = (tile_count + chunk - 1) // chunk
+    max_chunks = int(n_chunks[0]) if n_used else 0
+    wave_sizes = torch.bincount(n_chunks, minlength=max_chunks + 1).flip(0).cumsum(0).flip(0)[1:].tolist()
+    return TilePlan(
+        width, height, tile_size, tiles_x, tiles_y, chunk,
+        tile_ids, starts[tile_ids], tile_count, isect_gids, wave_sizes,
+    )  # fmt: skip
 
 
 def _image_to_tiles(img: Tensor, plan: TilePlan) -> Tensor:

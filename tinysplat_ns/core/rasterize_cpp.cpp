@@ -1,0 +1,452 @@
+// TinySplat's compiled CPU rasterizer: the compositing of rasterize_torch.py (gsplat 1.4's rule:
+// front to back, alpha = min(0.999, o * exp(-sigma)), skip alpha < 1/255, stop a pixel before its
+// transmittance falls to 1e-4) as one loop per tile. Tiles are shared out among ATen's threads
+// (torch.set_num_threads, torch's own OpenMP runtime: no second runtime in the process); inside a
+// tile one Gaussian at a time meets all of the tile's pixels, eight at a time in vector registers.
+// The backward pass walks each tile back to front from each pixel's last drawn Gaussian and
+// recovers the transmittance by division, as gsplat's CUDA kernel does.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+constexpr float ALPHA_MAX = 0.999f;
+constexpr float ALPHA_MIN = 1.0f / 255.0f;
+constexpr float T_MIN = 1e-4f;
+constexpr int MAX_TILE = 16;
+
+// Eight pixels at a time in GCC/Clang vector types: the compiler's auto-vectoriser gives up on these
+// loops' selects without -ffast-math, which would also drop the NaN propagation the trainer's
+// divergence check relies on. Comparisons give lane masks (-1 / 0); `mask ? a : b` selects per lane.
+constexpr int LANES = 8;
+constexpr int MAX_VECTORS = MAX_TILE * MAX_TILE / LANES;
+typedef float vf __attribute__((vector_size(4 * LANES)));
+typedef int32_t vi __attribute__((vector_size(4 * LANES)));
+
+inline vf splat(float x) { return vf{} + x; }
+
+inline float lane_sum(vf v) {
+  float s = 0.0f;
+  for (int l = 0; l < LANES; ++l) s += v[l];
+  return s;
+}
+
+// exp(x) for x <= 0, lane by lane: Cody-Waite reduction to [-ln2/2, ln2/2], Cephes' degree-5
+// polynomial, 2^n from the exponent bits. Relative error about 2e-7. Below -30 it returns exp(-30),
+// 9e-14: an alpha that small is never drawn, and stopping there keeps clear of denormal numbers,
+// which are slow.
+inline vf exp_nonpositive(vf x) {
+  x = x < -30.0f ? splat(-30.0f) : (x > 0.0f ? splat(0.0f) : x);
+  const vf u = x * 1.44269504088896341f + 0.5f;
+  vf n = __builtin_convertvector(__builtin_convertvector(u, vi), vf);  // truncates towards zero
+  n = n > u ? n - 1.0f : n;  // floor
+  const vf r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const vf e = p * r * r + r + 1.0f;
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  return e * reinterpret_cast<const vf&>(bits);
+}
+
+struct Plan {
+  const int64_t* tile_ids;
+  const int64_t* tile_start;
+  const int64_t* tile_count;
+  const int64_t* isect_gids;
+  int64_t n_tiles;
+  int width, height, tile_size, tiles_x;
+};
+
+struct Gaussians {
+  const float* means2d;  // [N, 2]
+  const float* conics;  // [N, 3]: a, b, c with sigma = a/2 dx^2 + b dx dy + c/2 dy^2
+  const float* colors;  // [N, D]
+  const float* opacities;  // [N]
+};
+
+// How many workers share the tiles: ATen's threads (torch.set_num_threads), fewer for few tiles.
+int64_t tile_workers(int64_t n_tiles) { return std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(n_tiles, 1)); }
+
+// Worker w takes tiles w, w + W, w + 2W, ... of the plan's list, which runs from most Gaussians to
+// fewest, so the shares come out about even; and which worker adds which gradient depends only on W,
+// so a backward pass is repeatable.
+template <typename Fn>
+void for_each_tile(int64_t n_tiles, const Fn& fn) {
+  const int64_t workers = tile_workers(n_tiles);
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      for (int64_t t = w; t < n_tiles; t += workers) fn(t, w);
+    }
+  });
+}
+
+// The pixels of one tile, row-major, in vectors of LANES: their centres, their offsets in the image
+// (-1 for padding: outside the image, or past the tile's last pixel) and how many vectors there are.
+struct TilePixels {
+  vf x[MAX_VECTORS], y[MAX_VECTORS];
+  int64_t index[MAX_VECTORS * LANES];
+  int vectors;
+
+  TilePixels(const Plan& plan, int64_t tile) {
+    const int ts = plan.tile_size;
+    const int x0 = static_cast<int>(tile % plan.tiles_x) * ts, y0 = static_cast<int>(tile / plan.tiles_x) * ts;
+    vectors = (ts * ts + LANES - 1) / LANES;
+    for (int p = 0; p < vectors * LANES; ++p) {
+      const int px = x0 + p % ts, py = y0 + p / ts;
+      x[p / LANES][p % LANES] = px + 0.5f;
+      y[p / LANES][p % LANES] = py + 0.5f;
+      const bool inside = p < ts * ts && px < plan.width && py < plan.height;
+      index[p] = inside ? static_cast<int64_t>(py) * plan.width + px : -1;
+    }
+  }
+};
+
+struct Gaussian {
+  float mx, my, a, b, c, o;
+
+  Gaussian(const Gaussians& g, int64_t gid)
+      : mx(g.means2d[2 * gid]), my(g.means2d[2 * gid + 1]), a(g.conics[3 * gid]), b(g.conics[3 * gid + 1]),
+        c(g.conics[3 * gid + 2]), o(g.opacities[gid]) {}
+
+  // its alpha at the pixels of (dx, dy) from its mean, as composited (clamped at ALPHA_MAX), and exp(-sigma)
+  inline vf alpha(vf dx, vf dy, vf& vis) const {
+    const vf sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
+    vis = exp_nonpositive(-sigma);
+    const vf alpha = o * vis;
+    return alpha < ALPHA_MAX ? alpha : splat(ALPHA_MAX);
+  }
+};
+
+template <int D>
+void forward(const Plan& plan, const Gaussians& g, const float* background, float* image, float* alpha_img,
+             int32_t* last_img, float* t_final_img) {
+  for_each_tile(plan.n_tiles, [&](int64_t t, int64_t) {
+    const TilePixels pix(plan, plan.tile_ids[t]);
+    const int V = pix.vectors;
+    vf T[MAX_VECTORS], acc[D][MAX_VECTORS];
+    vi done[MAX_VECTORS], last[MAX_VECTORS];
+    for (int v = 0; v < V; ++v) {
+      T[v] = splat(1.0f);
+      last[v] = vi{};
+      for (int l = 0; l < LANES; ++l) done[v][l] = pix.index[v * LANES + l] < 0 ? -1 : 0;  // padding: done
+      for (int d = 0; d < D; ++d) acc[d][v] = vf{};
+    }
+    const int64_t start = plan.tile_start[t], count = plan.tile_count[t];
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t gid = plan.isect_gids[start + k];
+      const Gaussian gs(g, gid);
+      float col[D];
+      for (int d = 0; d < D; ++d) col[d] = g.colors[D * gid + d];
+      const int32_t drawn_count = static_cast<int32_t>(k + 1);
+      vi open{};
+      for (int v = 0; v < V; ++v) {
+        vf vis;
+        const vf alpha = gs.alpha(pix.x[v] - gs.mx, pix.y[v] - gs.my, vis);
+        const vf next_t = T[v] * (1.0f - alpha);
+        const vi considered = ~done[v] & (alpha >= ALPHA_MIN);
+        const vi stop = considered & (next_t <= T_MIN);
+        const vi draw = considered & ~stop;
+        const vf w = draw ? alpha * T[v] : vf{};
+        for (int d = 0; d < D; ++d) acc[d][v] += w * col[d];
+        T[v] = draw ? next_t : T[v];
+        last[v] = draw ? vi{} + drawn_count : last[v];
+        done[v] |= stop;
+        open |= ~done[v];
+      }
+      bool any_open = false;
+      for (int l = 0; l < LANES; ++l) any_open |= open[l] != 0;
+      if (!any_open) break;
+    }
+    for (int p = 0; p < V * LANES; ++p) {
+      const int64_t i = pix.index[p];
+      if (i < 0) continue;
+      const int v = p / LANES, l = p % LANES;
+      const float tp = T[v][l];
+      for (int d = 0; d < D; ++d) image[D * i + d] = acc[d][v][l] + (background ? tp * background[d] : 0.0f);
+      alpha_img[i] = 1.0f - tp;
+      last_img[i] = last[v][l];
+      t_final_img[i] = tp;
+    }
+  });
+}
+
+// Gradients per Gaussian, one row each: mean x, mean y, conic a, b, c, opacity, D colours,
+// |d mean x|, |d mean y|; each worker adds into its own copy, v_rows [workers, N, 8 + D].
+template <int D>
+void backward(const Plan& plan, const Gaussians& g, const float* background, const int32_t* last_img,
+              const float* t_final_img, const float* v_image, const float* v_alpha_img, int64_t n_gaussians,
+              float* v_rows) {
+  constexpr int K = 8 + D;
+  for_each_tile(plan.n_tiles, [&](int64_t t, int64_t worker) {
+    const TilePixels pix(plan, plan.tile_ids[t]);
+    const int V = pix.vectors;
+    vf T[MAX_VECTORS], behind[MAX_VECTORS], gp[D][MAX_VECTORS];
+    vi last[MAX_VECTORS];
+    int32_t n_back = 0;
+    for (int p = 0; p < V * LANES; ++p) {
+      const int64_t i = pix.index[p];
+      const int v = p / LANES, l = p % LANES;
+      if (i < 0) {
+        T[v][l] = 1.0f, behind[v][l] = 0.0f, last[v][l] = 0;
+        for (int d = 0; d < D; ++d) gp[d][v][l] = 0.0f;
+        continue;
+      }
+      T[v][l] = t_final_img[i];
+      last[v][l] = last_img[i];
+      n_back = std::max(n_back, last_img[i]);
+      // what lies behind every Gaussian of the pixel: the background, and the alpha output's -T
+      float bg_dot = 0.0f;
+      for (int d = 0; d < D; ++d) {
+        gp[d][v][l] = v_image[D * i + d];
+        if (background) bg_dot += background[d] * v_image[D * i + d];
+      }
+      behind[v][l] = t_final_img[i] * (bg_dot - v_alpha_img[i]);
+    }
+    const int64_t start = plan.tile_start[t];
+    for (int64_t k = n_back - 1; k >= 0; --k) {
+      const int64_t gid = plan.isect_gids[start + k];
+      const Gaussian gs(g, gid);
+      float col[D];
+      for (int d = 0; d < D; ++d) col[d] = g.colors[D * gid + d];
+      const int32_t index = static_cast<int32_t>(k);
+      vf s_mx{}, s_my{}, s_a{}, s_b{}, s_c{}, s_o{}, s_absx{}, s_absy{}, s_col[D];
+      for (int d = 0; d < D; ++d) s_col[d] = vf{};
+      for (int v = 0; v < V; ++v) {
+        const vf dx = pix.x[v] - gs.mx, dy = pix.y[v] - gs.my;
+        vf vis;
+        const vf alpha = gs.alpha(dx, dy, vis);
+        const vi drawn = (index < last[v]) & (alpha >= ALPHA_MIN);
+        const vf ra = 1.0f / (1.0f - alpha);
+        const vf t_before = drawn ? T[v] * ra : T[v];
+        const vf w = drawn ? alpha * t_before : vf{};
+        vf color_dot{};
+        for (int d = 0; d < D; ++d) {
+          color_dot += col[d] * gp[d][v];
+          s_col[d] += w * gp[d][v];
+        }
+        // dL/dalpha = T (c . g) - (what is composited behind, dotted with g) / (1 - alpha)
+        const vf v_alpha = t_before * color_dot - behind[v] * ra;
+        behind[v] = drawn ? behind[v] + w * color_dot : behind[v];
+        T[v] = t_before;
+        const vi flows = drawn & (alpha < ALPHA_MAX);  // no gradient through the clamp
+        const vf v_sigma = flows ? -v_alpha * alpha : vf{};
+        s_o += flows ? v_alpha * vis : vf{};
+        s_a += 0.5f * dx * dx * v_sigma;
+        s_b += dx * dy * v_sigma;
+        s_c += 0.5f * dy * dy * v_sigma;
+        const vf v_mx = -(gs.a * dx + gs.b * dy) * v_sigma, v_my = -(gs.b * dx + gs.c * dy) * v_sigma;
+        s_mx += v_mx;
+        s_my += v_my;
+        s_absx += v_mx < 0.0f ? -v_mx : v_mx;
+        s_absy += v_my < 0.0f ? -v_my : v_my;
+      }
+      float* row = v_rows + (worker * n_gaussians + gid) * K;
+      row[0] += lane_sum(s_mx), row[1] += lane_sum(s_my), row[2] += lane_sum(s_a), row[3] += lane_sum(s_b);
+      row[4] += lane_sum(s_c), row[5] += lane_sum(s_o);
+      for (int d = 0; d < D; ++d) row[6 + d] += lane_sum(s_col[d]);
+      row[6 + D] += lane_sum(s_absx), row[7 + D] += lane_sum(s_absy);
+    }
+  });
+}
+
+// The Gaussians that touch a tile (rect[4i + 2] > 0), nearest first, ties in index order: an LSD
+// radix sort on the depths' bits (a drawn Gaussian lies past the near plane, and the bits of positive
+// floats sort as the floats do), several times faster than torch.argsort here.
+std::vector<int64_t> drawn_by_depth(const std::vector<int32_t>& rect, const float* depths) {
+  std::vector<int64_t> ids, other;
+  for (int64_t i = 0; i < static_cast<int64_t>(rect.size() / 4); ++i)
+    if (rect[4 * i + 2] > 0) ids.push_back(i);
+  std::vector<uint32_t> keys(ids.size()), other_keys(ids.size());
+  for (size_t k = 0; k < ids.size(); ++k) std::memcpy(&keys[k], &depths[ids[k]], sizeof(uint32_t));
+  other.resize(ids.size());
+  for (int shift = 0; shift < 32; shift += 8) {
+    size_t bucket[257] = {0};
+    for (const uint32_t key : keys) ++bucket[((key >> shift) & 255) + 1];
+    for (int b = 0; b < 256; ++b) bucket[b + 1] += bucket[b];
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const size_t to = bucket[(keys[k] >> shift) & 255]++;
+      other[to] = ids[k], other_keys[to] = keys[k];
+    }
+    ids.swap(other), keys.swap(other_keys);
+  }
+  return ids;
+}
+
+// Which tiles each Gaussian touches, exactly as rasterize_torch.plan_tiles decides (in float64: the
+// alpha >= 1/255 ellipse's axis-aligned extent, a hundredth of a pixel of slack), and every tile's
+// list of Gaussians front to back: a counting sort by tile of the Gaussians taken in depth order, so
+// no sort of the (tile, Gaussian) pairs is needed.
+std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const at::Tensor& conics,
+                                              const at::Tensor& opacities, const at::Tensor& radii,
+                                              const at::Tensor& depths, int64_t width, int64_t height,
+                                              int64_t tile_size) {
+  for (const auto* t : {&means2d, &conics, &opacities, &depths}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous(), "Gaussians must be contiguous float32");
+  }
+  TORCH_CHECK(radii.is_contiguous(), "radii must be contiguous");
+  const at::Tensor radii_i = radii.to(at::kInt);
+  const int64_t N = means2d.size(0);
+  const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
+  const float* m = means2d.data_ptr<float>();
+  const float* cn = conics.data_ptr<float>();
+  const float* op = opacities.data_ptr<float>();
+  const int32_t* rad = radii_i.data_ptr<int32_t>();
+  std::vector<int32_t> rect(4 * N);  // first tile x, y and tiles across, down; 0 across = not drawn
+  at::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      int32_t* r = &rect[4 * i];
+      r[2] = 0;
+      const double a = cn[3 * i], b = cn[3 * i + 1], c = cn[3 * i + 2], o = op[i];
+      const double u = m[2 * i], v = m[2 * i + 1];
+      if (rad[i] <= 0 || !(o >= ALPHA_MIN) || !std::isfinite(u) || !std::isfinite(v)) continue;
+      const double s_max = std::log(std::max(o, static_cast<double>(ALPHA_MIN)) * 255.0);
+      const double det = a * c - b * b;
+      const double half_x = det > 0 ? std::sqrt(2.0 * s_max * c / det) + 0.01 : INFINITY;
+      const double half_y = det > 0 ? std::sqrt(2.0 * s_max * a / det) + 0.01 : INFINITY;
+      const double j0 = std::max(std::ceil(u - half_x - 0.5), 0.0);
+      const double j1 = std::min(std::floor(u + half_x - 0.5), static_cast<double>(width - 1));
+      const double i0 = std::max(std::ceil(v - half_y - 0.5), 0.0);
+      const double i1 = std::min(std::floor(v + half_y - 0.5), static_cast<double>(height - 1));
+      if (!(j0 <= j1) || !(i0 <= i1)) continue;
+      const int32_t tx0 = static_cast<int32_t>(j0) / tile_size, ty0 = static_cast<int32_t>(i0) / tile_size;
+      r[0] = tx0, r[1] = ty0;
+      r[2] = static_cast<int32_t>(j1) / tile_size - tx0 + 1;
+      r[3] = static_cast<int32_t>(i1) / tile_size - ty0 + 1;
+    }
+  });
+  const std::vector<int64_t> order = drawn_by_depth(rect, depths.data_ptr<float>());
+  auto i64 = depths.options().dtype(at::kLong);
+  at::Tensor per_tile = at::zeros({tiles_x * tiles_y}, i64);
+  int64_t* count = per_tile.data_ptr<int64_t>();
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t* r = &rect[4 * i];
+    for (int32_t ty = r[1]; ty < r[1] + (r[2] ? r[3] : 0); ++ty)
+      for (int32_t tx = r[0]; tx < r[0] + r[2]; ++tx) ++count[ty * tiles_x + tx];
+  }
+  std::vector<int64_t> fill(tiles_x * tiles_y);
+  int64_t total = 0;
+  for (int64_t t = 0; t < tiles_x * tiles_y; ++t) fill[t] = total, total += count[t];
+  at::Tensor isect_gids = at::empty({total}, i64);
+  int64_t* out = isect_gids.data_ptr<int64_t>();
+  for (const int64_t i : order) {
+    const int32_t* r = &rect[4 * i];
+    for (int32_t ty = r[1]; ty < r[1] + (r[2] ? r[3] : 0); ++ty)
+      for (int32_t tx = r[0]; tx < r[0] + r[2]; ++tx) out[fill[ty * tiles_x + tx]++] = i;
+  }
+  return {per_tile, isect_gids};
+}
+
+Plan make_plan(const at::Tensor& tile_ids, const at::Tensor& tile_start, const at::Tensor& tile_count,
+               const at::Tensor& isect_gids, int64_t width, int64_t height, int64_t tile_size) {
+  TORCH_CHECK(tile_size >= 1 && tile_size <= MAX_TILE, "tile_size must be 1..", MAX_TILE);
+  for (const auto* t : {&tile_ids, &tile_start, &tile_count, &isect_gids}) {
+    TORCH_CHECK(t->scalar_type() == at::kLong && t->is_contiguous() && t->device().is_cpu(),
+                "plan tensors must be contiguous int64 CPU tensors");
+  }
+  const int ts = static_cast<int>(tile_size);
+  return Plan{tile_ids.data_ptr<int64_t>(), tile_start.data_ptr<int64_t>(), tile_count.data_ptr<int64_t>(),
+              isect_gids.data_ptr<int64_t>(), tile_ids.numel(), static_cast<int>(width), static_cast<int>(height),
+              ts, static_cast<int>((width + ts - 1) / ts)};
+}
+
+Gaussians make_gaussians(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
+                         const at::Tensor& opacities) {
+  for (const auto* t : {&means2d, &conics, &colors, &opacities}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->device().is_cpu(),
+                "Gaussians must be contiguous float32 CPU tensors");
+  }
+  return Gaussians{means2d.data_ptr<float>(), conics.data_ptr<float>(), colors.data_ptr<float>(),
+                   opacities.data_ptr<float>()};
+}
+
+const float* background_ptr(const std::optional<at::Tensor>& background, int64_t D) {
+  if (!background.has_value()) return nullptr;
+  TORCH_CHECK(background->scalar_type() == at::kFloat && background->is_contiguous() && background->numel() == D,
+              "background must be a contiguous float32 tensor of ", D, " values");
+  return background->data_ptr<float>();
+}
+
+#define DISPATCH_CHANNELS(D, ...)                                            \
+  switch (D) {                                                               \
+    case 1: { constexpr int kD = 1; __VA_ARGS__; break; }                    \
+    case 2: { constexpr int kD = 2; __VA_ARGS__; break; }                    \
+    case 3: { constexpr int kD = 3; __VA_ARGS__; break; }                    \
+    case 4: { constexpr int kD = 4; __VA_ARGS__; break; }                    \
+    default: TORCH_CHECK(false, "the compiled rasterizer takes 1 to 4 channels, got ", D); \
+  }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_forward(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
+    const std::optional<at::Tensor>& background, const at::Tensor& tile_ids, const at::Tensor& tile_start,
+    const at::Tensor& tile_count, const at::Tensor& isect_gids, int64_t width, int64_t height, int64_t tile_size) {
+  const Plan plan = make_plan(tile_ids, tile_start, tile_count, isect_gids, width, height, tile_size);
+  const Gaussians g = make_gaussians(means2d, conics, colors, opacities);
+  const int64_t D = colors.size(1);
+  const float* bg = background_ptr(background, D);
+  auto f32 = means2d.options();
+  // pixels of tiles that no Gaussian touches: background, alpha 0, transmittance 1
+  at::Tensor image = bg ? background->reshape({1, 1, D}).expand({height, width, D}).contiguous()
+                        : at::zeros({height, width, D}, f32);
+  at::Tensor alpha = at::zeros({height, width, 1}, f32);
+  at::Tensor last = at::zeros({height, width}, f32.dtype(at::kInt));
+  at::Tensor t_final = at::ones({height, width}, f32);
+  DISPATCH_CHANNELS(D, forward<kD>(plan, g, bg, image.data_ptr<float>(), alpha.data_ptr<float>(),
+                                   last.data_ptr<int32_t>(), t_final.data_ptr<float>()));
+  return {image, alpha, last, t_final};
+}
+
+at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
+                              const at::Tensor& opacities, const std::optional<at::Tensor>& background,
+                              const at::Tensor& tile_ids, const at::Tensor& tile_start, const at::Tensor& tile_count,
+                              const at::Tensor& isect_gids, int64_t width, int64_t height, int64_t tile_size,
+                              const at::Tensor& last, const at::Tensor& t_final, const at::Tensor& v_image,
+                              const at::Tensor& v_alpha) {
+  const Plan plan = make_plan(tile_ids, tile_start, tile_count, isect_gids, width, height, tile_size);
+  const Gaussians g = make_gaussians(means2d, conics, colors, opacities);
+  const int64_t D = colors.size(1);
+  const float* bg = background_ptr(background, D);
+  TORCH_CHECK(last.scalar_type() == at::kInt && last.is_contiguous(), "last must be contiguous int32");
+  for (const auto* t : {&t_final, &v_image, &v_alpha}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous(), "image gradients must be contiguous float32");
+  }
+  const int64_t N = means2d.size(0);
+  at::Tensor v_rows = at::zeros({tile_workers(plan.n_tiles), N, 8 + D}, means2d.options());
+  DISPATCH_CHANNELS(D, backward<kD>(plan, g, bg, last.data_ptr<int32_t>(), t_final.data_ptr<float>(),
+                                    v_image.data_ptr<float>(), v_alpha.data_ptr<float>(), N, v_rows.data_ptr<float>()));
+  return v_rows.sum(0);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(tinysplat_cpu, m) {
+  m.def("rasterize_forward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, Tensor? background, "
+        "Tensor tile_ids, Tensor tile_start, Tensor tile_count, Tensor isect_gids, int width, int height, "
+        "int tile_size) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("plan_tiles(Tensor means2d, Tensor conics, Tensor opacities, Tensor radii, Tensor depths, int width, "
+        "int height, int tile_size) -> (Tensor, Tensor)");
+  m.def("rasterize_backward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, Tensor? background, "
+        "Tensor tile_ids, Tensor tile_start, Tensor tile_count, Tensor isect_gids, int width, int height, "
+        "int tile_size, Tensor last, Tensor t_final, Tensor v_image, Tensor v_alpha) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tinysplat_cpu, CPU, m) {
+  m.impl("rasterize_forward", &rasterize_forward);
+  m.impl("rasterize_backward", &rasterize_backward);
+  m.impl("plan_tiles", &plan_tiles);
+}
