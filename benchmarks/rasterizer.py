@@ -1,9 +1,10 @@
-"""CPU rasterizer benchmark: TinySplat's PyTorch rasterizer against a plain dense PyTorch rasterizer
-and against the machine's own limits, at 10k/50k/200k Gaussians on a real 300x400 camera.
+"""CPU rasterizer benchmark: TinySplat's compiled (cpp) and pure-PyTorch (torch) rasterizers against a
+plain dense PyTorch rasterizer and against the machine's own limits, at 10k/50k/200k Gaussians on a
+real 300x400 camera. A pair is one pixel against one Gaussian as the kernels evaluate it.
 
     .venv/bin/python benchmarks/rasterizer.py [--sizes 10000 50000 200000] [--dense-max 10000]
 
-Third-party CPU rasterizers are tried in their own environment by benchmarks/peers.sh.
+The third-party CPU rasterizer that runs here (gswarp) is timed beside ours by benchmarks/peers.sh.
 """
 
 import argparse
@@ -11,18 +12,18 @@ import argparse
 import torch
 from common import scene_camera, scene_gaussians, timed
 
-from tinysplat_ns.core import rasterize_torch
+from tinysplat_ns.core import rasterize_cpp, rasterize_torch
 from tinysplat_ns.core.projection import camera_centers, project_gaussians
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import eval_sh
 
 
-def ours(g, camera, backward: bool):
+def ours(g, camera, backward: bool, backend: str = "cpp"):
     params = {k: v.clone().requires_grad_(backward) for k, v in g.items()}
     viewmat, K, width, height = camera
     colors, alphas, info = rasterization(
         params["means"], params["quats"], params["scales"], params["opacities"], params["sh"], viewmat, K,
-        width, height, sh_degree=3, backend="torch",
+        width, height, sh_degree=3, backend=backend,
     )  # fmt: skip
     if backward:
         (colors.sum() + alphas.sum()).backward()
@@ -89,7 +90,7 @@ def machine_limits():
 
 
 class PairCounter:
-    """Counts the pixel-Gaussian pairs that the per-row kernels evaluate in one rasterization."""
+    """Counts the pixel-Gaussian pairs that the pure-PyTorch rasterizer's per-row kernels evaluate."""
 
     def __init__(self):
         self.pairs = 0
@@ -107,6 +108,25 @@ class PairCounter:
         rasterize_torch._wave_forward = self.forward_kernel
 
 
+def compiled_pairs(g, camera) -> int:
+    """The pairs the compiled backward pass evaluates: each tile's Gaussians up to the last one that any
+    of its pixels drew, against all of its pixels (the forward pass evaluates at least as many)."""
+    viewmat, K, width, height = camera
+    proj = project_gaussians(g["means"], g["quats"], g["scales"], viewmat, K, width, height)
+    plan = rasterize_cpp.plan_tiles(
+        proj.means2d[0], proj.conics[0], g["opacities"], proj.depths[0], proj.radii[0], width, height
+    )
+    colors = torch.zeros(len(g["means"]), 3)
+    _, _, last, _ = rasterize_cpp._ops().rasterize_forward(
+        proj.means2d[0].contiguous(), proj.conics[0].contiguous(), colors, g["opacities"].contiguous(), None,
+        *rasterize_cpp._plan_args(plan),
+    )  # fmt: skip
+    ts = plan.tile_size
+    padded = torch.nn.functional.pad(last, (0, plan.tiles_x * ts - width, 0, plan.tiles_y * ts - height))
+    per_tile = padded.reshape(plan.tiles_y, ts, plan.tiles_x, ts).amax((1, 3))
+    return int(per_tile.sum()) * ts * ts
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
@@ -117,29 +137,34 @@ def main():
     flops, copy, exps = machine_limits()
     print(f"threads: {torch.get_num_threads()}; machine: {flops / 1e9:.0f} GFLOP/s (float32 matmul), "
           f"{copy / 1e9:.1f} GB/s (copy), {exps / 1e9:.2f} exp/ns")  # fmt: skip
-    header = f"{'gaussians':>9} {'isects':>8} {'pairs':>7} {'fwd ms':>7} {'fwd+bwd ms':>10} {'ns/pair':>7}"
-    header += f" {'dense fwd ms':>12} {'dense f+b ms':>12} {'vs dense f+b':>12}"
+    header = f"{'gaussians':>9} {'backend':>7} {'isects':>8} {'pairs':>7} {'fwd ms':>7} {'fwd+bwd ms':>10}"
+    header += f" {'ns/pair':>7} {'dense fwd ms':>12} {'dense f+b ms':>12} {'vs dense f+b':>12}"
     print(header)
     for n in args.sizes:
         g = scene_gaussians(n)
-        with torch.no_grad():
-            fwd = timed(lambda: ours(g, camera, backward=False))
-        both = timed(lambda: ours(g, camera, backward=True))
-        with PairCounter() as counter, torch.no_grad():
-            info = ours(g, camera, backward=False)
-        row = f"{n:>9} {info['n_isects']:>8} {counter.pairs / 1e6:>6.1f}M {fwd * 1e3:>7.0f} {both * 1e3:>10.0f}"
-        row += f" {both / counter.pairs * 1e9:>7.1f}"
+        dense_cols = ""
         if n <= args.dense_max:
             with torch.no_grad():
                 dense_fwd = timed(lambda: dense(g, camera, backward=False), repeat=1, warmup=0)
             dense_both = timed(lambda: dense(g, camera, backward=True), repeat=1, warmup=0)
-            row += f" {dense_fwd * 1e3:>12.0f} {dense_both * 1e3:>12.0f} {dense_both / both:>11.0f}x"
-        print(row)
+            dense_cols = f" {dense_fwd * 1e3:>12.0f} {dense_both * 1e3:>12.0f}"
+        for backend in ("cpp", "torch"):
+            with torch.no_grad():
+                fwd = timed(lambda: ours(g, camera, False, backend))
+            both = timed(lambda: ours(g, camera, True, backend))
+            with PairCounter() as counter, torch.no_grad():
+                info = ours(g, camera, False, backend)
+            pairs = compiled_pairs(g, camera) if backend == "cpp" else counter.pairs
+            row = f"{n:>9} {backend:>7} {info['n_isects']:>8} {pairs / 1e6:>6.1f}M {fwd * 1e3:>7.0f} {both * 1e3:>10.0f}"
+            row += f" {both / pairs * 1e9:>7.2f}"
+            if dense_cols:
+                row += dense_cols + f" {dense_both / both:>11.0f}x"
+            print(row)
     # A floor for the per-pair work: ~20 flops and one exp forward, ~40 flops and one exp backward
     # (the backward recomputes the forward's exp), at matmul speed and in-cache exp speed.
     floor = 60 / flops + 2 / exps
     print(f"compute floor: {floor * 1e9:.2f} ns per pair, forward+backward ({2 / exps * 1e9:.2f} of it exp)")
-    print(f"kernels compiled: {rasterize_torch._wave_forward.compiled is not None}; tile size 8, chunk 32")
+    print(f"PyTorch kernels compiled: {rasterize_torch._wave_forward.compiled is not None}; tile size 8, chunk 32")
 
 
 if __name__ == "__main__":

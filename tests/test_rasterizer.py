@@ -120,3 +120,68 @@ def test_gsplat_backend_refuses_cpu_tensors():
             g["means"], g["quats"], g["log_scales"].exp(), g["opacities"], g["sh"], viewmat[None], K[None],
             width, height, sh_degree=3, backend="gsplat",
         )  # fmt: skip
+
+
+def test_compiled_plan_is_the_torch_plan():
+    """The compiled planner (radix sort by depth, counting sort by tile) gives exactly the pure-PyTorch
+    plan: the same tiles, lists and order."""
+    from tinysplat_ns.core import rasterize_cpp, rasterize_torch
+    from tinysplat_ns.core.projection import project_gaussians
+
+    g = real_gaussians(1500, False)
+    viewmat, K, (width, height) = camera(5)
+    proj = project_gaussians(
+        g["means"].float(), g["quats"].float(), g["log_scales"].exp().float(), viewmat[None].float(),
+        K[None].float(), width, height,
+    )  # fmt: skip
+    args = (proj.means2d[0], proj.conics[0], g["opacities"].float(), proj.depths[0], proj.radii[0], width, height)
+    for tile_size in (8, 16):
+        ours, reference = rasterize_cpp.plan_tiles(*args, tile_size), rasterize_torch.plan_tiles(*args, tile_size)
+        assert reference.n_isects > 10 * len(reference.tile_ids)
+        for name in ("tile_ids", "tile_start", "tile_count", "isect_gids"):
+            assert torch.equal(getattr(ours, name), getattr(reference, name)), name
+        assert ours.wave_sizes == reference.wave_sizes
+
+
+def test_cpp_backend_refuses_what_it_does_not_take():
+    g = real_gaussians(10, False)
+    viewmat, K, (width, height) = camera(0)
+    with pytest.raises(ValueError, match="backend='torch'"):
+        rasterization(
+            g["means"], g["quats"], g["log_scales"].exp(), g["opacities"], g["sh"], viewmat[None], K[None],
+            width, height, sh_degree=3, backend="cpp",
+        )  # fmt: skip
+
+
+def test_failed_build_falls_back_to_pytorch(tmp_path):
+    """No working compiler (and no cached build): one warning naming the fix, then the same picture
+    from the pure-PyTorch rasterizer."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import torch, warnings\n"
+        "from tinysplat_ns.core import rasterize_cpp\n"
+        "from tinysplat_ns.core.rasterization import rasterization\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    means = torch.randn(200, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 3.0])\n"
+        "    quats, scales = torch.randn(200, 4, generator=g), torch.full((200, 3), 0.05)\n"
+        "    K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]]])\n"
+        "    rgb, alpha, _ = rasterization(means, quats, scales, torch.full((200,), 0.8), torch.rand(200, 3, generator=g),\n"
+        "                                  torch.eye(4)[None], K, 64, 48)\n"
+        "print(rasterize_cpp.available(), float(alpha.max()) > 0.5)\n"
+        "print(*(str(w.message) for w in caught if 'rasterizer' in str(w.message)), sep='\\n')\n"
+    )
+    env = dict(os.environ, HOME=str(tmp_path), CXX=str(tmp_path / "no-compiler"))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "False True", out.stdout
+    assert len(lines) == 2 and "pure-PyTorch rasterizer" in lines[1] and "TINYSPLAT_CPP=0" in lines[1], out.stdout

@@ -60,6 +60,12 @@ def available() -> bool:
         return False
 
 
+def _ops():
+    if not available():
+        raise RuntimeError("TinySplat's compiled CPU rasterizer is not available here (see the warning above)")
+    return torch.ops.tinysplat_cpu
+
+
 def supports(means2d: Tensor, colors: Tensor, tile_size: int) -> bool:
     return (
         means2d.device.type == "cpu"
@@ -84,7 +90,7 @@ def plan_tiles(
     """`rasterize_torch.plan_tiles`, the same plan, compiled: a radix sort by depth and a counting sort
     by tile instead of sorting the (tile, Gaussian) pairs."""
     with torch.no_grad():
-        per_tile, isect_gids = torch.ops.tinysplat_cpu.plan_tiles(
+        per_tile, isect_gids = _ops().plan_tiles(
             means2d.contiguous(), conics.contiguous(), opacities.contiguous(), radii.contiguous(),
             depths.contiguous(), width, height, tile_size,
         )  # fmt: skip
@@ -103,7 +109,7 @@ class RasterizeToPixelsCpp(torch.autograd.Function):
     def forward(ctx, means2d, conics, colors, opacities, background, plan: TilePlan, absgrad_out: Optional[Tensor]):
         inputs = [t.detach().contiguous() for t in (means2d, conics, colors, opacities)]
         bg = None if background is None else background.detach().contiguous()
-        image, alpha, last, t_final = torch.ops.tinysplat_cpu.rasterize_forward(*inputs, bg, *_plan_args(plan))
+        image, alpha, last, t_final = _ops().rasterize_forward(*inputs, bg, *_plan_args(plan))
         ctx.plan, ctx.absgrad_out = plan, absgrad_out
         ctx.has_background = background is not None
         ctx.save_for_backward(*inputs, bg if bg is not None else torch.empty(0), last, t_final)
@@ -115,7 +121,7 @@ class RasterizeToPixelsCpp(torch.autograd.Function):
         means2d, conics, colors, opacities, bg, last, t_final = ctx.saved_tensors
         bg = bg if ctx.has_background else None
         D = colors.shape[1]
-        v_gauss = torch.ops.tinysplat_cpu.rasterize_backward(
+        v_gauss = _ops().rasterize_backward(
             means2d, conics, colors, opacities, bg, *_plan_args(plan), last, t_final,
             v_image.contiguous(), v_alpha.contiguous(),
         )  # fmt: skip
