@@ -12,26 +12,14 @@ closely (about 100 dB PSNR) but not bitwise.
 import argparse
 import math
 
+import rasterizer
 import torch
 from common import scene_camera, scene_gaussians, timed
-from rasterizer import dense
 
-from tinysplat_ns.core.rasterization import rasterization
 
 
 def ours(backend: str):
-    def run(g, camera, backward: bool):
-        params = {k: v.clone().requires_grad_(backward) for k, v in g.items()}
-        viewmat, K, width, height = camera
-        colors, alphas, _ = rasterization(
-            params["means"], params["quats"], params["scales"], params["opacities"], params["sh"], viewmat, K,
-            width, height, sh_degree=3, backend=backend,
-        )  # fmt: skip
-        if backward:
-            colors.sum().backward()
-        return colors[0].detach()
-
-    return run
+    return lambda g, camera, backward: rasterizer.ours(g, camera, backward, backend)[0]
 
 
 def gswarp_rasterizer(camera):
@@ -99,7 +87,7 @@ def main():
         check = f"{psnr(images['gswarp'], images['cpp']):.1f} dB to ours"
         if n <= args.dense_max:
             with torch.no_grad():
-                reference = dense(g, camera, backward=False)
+                reference = rasterizer.dense(g, camera, backward=False)
             check += f", {psnr(images['gswarp'], reference):.1f} dB to dense (ours {psnr(images['cpp'], reference):.1f})"
         for what, backward in (("fwd", False), ("fwd+bwd", True)):
             seconds = {}

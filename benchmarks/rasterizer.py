@@ -27,7 +27,7 @@ def ours(g, camera, backward: bool, backend: str = "cpp"):
     )  # fmt: skip
     if backward:
         (colors.sum() + alphas.sum()).backward()
-    return info
+    return colors[0].detach(), info
 
 
 def dense(g, camera, backward: bool, pixels_per_chunk: int = 2048):
@@ -153,7 +153,7 @@ def main():
                 fwd = timed(lambda: ours(g, camera, False, backend))
             both = timed(lambda: ours(g, camera, True, backend))
             with PairCounter() as counter, torch.no_grad():
-                info = ours(g, camera, False, backend)
+                _, info = ours(g, camera, False, backend)
             pairs = compiled_pairs(g, camera) if backend == "cpp" else counter.pairs
             row = f"{n:>9} {backend:>7} {info['n_isects']:>8} {pairs / 1e6:>6.1f}M {fwd * 1e3:>7.0f} {both * 1e3:>10.0f}"
             row += f" {both / pairs * 1e9:>7.2f}"

@@ -185,3 +185,24 @@ def test_failed_build_falls_back_to_pytorch(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "False True", out.stdout
     assert len(lines) == 2 and "pure-PyTorch rasterizer" in lines[1] and "TINYSPLAT_CPP=0" in lines[1], out.stdout
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_a_nan_gaussian_reaches_the_image(backend):
+    """A Gaussian whose colour went NaN must show in the picture (NaN pixels), so that the trainer's
+    finite check skips the step, rather than vanish. (NaN positions or shapes are culled by the
+    projection and the plan.)"""
+    g = {k: v.float() for k, v in real_gaussians(300, False).items()}
+    viewmat, K, (width, height) = camera(5)
+
+    def render():
+        return rasterization(
+            g["means"], g["quats"], g["log_scales"].exp(), g["opacities"], g["sh"], viewmat[None].float(),
+            K[None].float(), width, height, sh_degree=3, backend=backend,
+        )  # fmt: skip
+
+    out, _, info = render()
+    assert torch.isfinite(out).all()
+    g["sh"][int(torch.nonzero(info["radii"][0] > 0)[0, 0]), 0, 1] = float("nan")
+    out, _, _ = render()
+    assert 0 < int(torch.isnan(out).any(-1).sum()) < out.shape[1] * out.shape[2] // 2

@@ -129,7 +129,7 @@ struct Gaussian {
     const vf sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
     vis = exp_nonpositive(-sigma);
     const vf alpha = o * vis;
-    return alpha < ALPHA_MAX ? alpha : splat(ALPHA_MAX);
+    return alpha > ALPHA_MAX ? splat(ALPHA_MAX) : alpha;  // a NaN stays NaN
   }
 };
 
@@ -159,7 +159,8 @@ void forward(const Plan& plan, const Gaussians& g, const float* background, floa
         vf vis;
         const vf alpha = gs.alpha(pix.x[v] - gs.mx, pix.y[v] - gs.my, vis);
         const vf next_t = T[v] * (1.0f - alpha);
-        const vi considered = ~done[v] & (alpha >= ALPHA_MIN);
+        // written so that a NaN alpha is drawn: it reaches the image, where the trainer's check sees it
+        const vi considered = ~done[v] & ~(alpha < ALPHA_MIN);
         const vi stop = considered & (next_t <= T_MIN);
         const vi draw = considered & ~stop;
         const vf w = draw ? alpha * T[v] : vf{};
@@ -231,7 +232,7 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
         const vf dx = pix.x[v] - gs.mx, dy = pix.y[v] - gs.my;
         vf vis;
         const vf alpha = gs.alpha(dx, dy, vis);
-        const vi drawn = (index < last[v]) & (alpha >= ALPHA_MIN);
+        const vi drawn = (index < last[v]) & ~(alpha < ALPHA_MIN);
         const vf ra = 1.0f / (1.0f - alpha);
         const vf t_before = drawn ? T[v] * ra : T[v];
         const vf w = drawn ? alpha * t_before : vf{};

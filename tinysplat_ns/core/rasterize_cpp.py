@@ -8,6 +8,7 @@ no compiler or a failed build (one warning says which), or TINYSPLAT_CPP=0.
 import functools
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional, Tuple
@@ -20,6 +21,7 @@ from tinysplat_ns.core.rasterize_torch import TilePlan, plan_from_lists
 SOURCE = Path(__file__).with_suffix(".cpp")
 MAX_CHANNELS = 4
 MAX_TILE_SIZE = 16
+_LOADING = threading.Lock()  # the viewer's thread renders beside training: build and load once
 
 
 def _isa_flags() -> Tuple[str, list]:
@@ -36,6 +38,11 @@ def available() -> bool:
     warning, when that cannot be done here."""
     if os.environ.get("TINYSPLAT_CPP", "1") == "0":
         return False
+    with _LOADING:
+        return hasattr(torch.ops.tinysplat_cpu, "rasterize_forward") or _build_and_load()
+
+
+def _build_and_load() -> bool:
     isa, flags = _isa_flags()
     name = f"tinysplat_cpu_{isa}"  # cpp_extension rebuilds it when the source changes
     build_dir = Path.home() / ".cache" / "tinysplat" / "kernels" / f"torch-{torch.__version__}" / name
@@ -54,7 +61,7 @@ def available() -> bool:
         first = str(e).strip().splitlines()[:1] or [type(e).__name__]
         warnings.warn(
             f"TinySplat uses its slower pure-PyTorch rasterizer: the compiled one did not build in {build_dir} "
-            f"({first[0][:300]}); TINYSPLAT_CPP=0 silences this",
+            f"({first[0][:300]}); a C++ compiler (g++ or clang++) gets it, TINYSPLAT_CPP=0 silences this",
             stacklevel=2,
         )
         return False
@@ -76,19 +83,9 @@ def supports(means2d: Tensor, colors: Tensor, tile_size: int) -> bool:
     )
 
 
-def plan_tiles(
-    means2d: Tensor,  # [N, 2]
-    conics: Tensor,  # [N, 3]
-    opacities: Tensor,  # [N]
-    depths: Tensor,  # [N]
-    radii: Tensor,  # [N] 0 = culled by the projection
-    width: int,
-    height: int,
-    tile_size: int = 8,
-    chunk: int = 32,
-) -> TilePlan:
-    """`rasterize_torch.plan_tiles`, the same plan, compiled: a radix sort by depth and a counting sort
-    by tile instead of sorting the (tile, Gaussian) pairs."""
+def plan_tiles(means2d, conics, opacities, depths, radii, width: int, height: int, tile_size=8, chunk=32) -> TilePlan:
+    """`rasterize_torch.plan_tiles` (the same arguments, the same plan), compiled: a radix sort by
+    depth and a counting sort by tile instead of sorting the (tile, Gaussian) pairs."""
     with torch.no_grad():
         per_tile, isect_gids = _ops().plan_tiles(
             means2d.contiguous(), conics.contiguous(), opacities.contiguous(), radii.contiguous(),

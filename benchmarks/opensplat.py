@@ -1,0 +1,125 @@
+"""OpenSplat (C++ on libtorch, `--cpu`) beside `ns-train tinysplat-cpu` as whole trainers on the bundled
+scene: the same 44 training photos at full resolution, the same number of steps (one photo each), wall
+time of each, and both scored on the 4 held-out photos by the same code: Nerfstudio's
+`get_average_eval_image_metrics` (what `ns-eval` runs) on our renderer, OpenSplat's `.ply` loaded as a
+TinySplat model's Gaussians.
+
+    bash ../shared/peers/build_opensplat.sh /tmp/opensplat     # once: its binary (never our dependency)
+    .venv/bin/python benchmarks/opensplat.py --opensplat /tmp/opensplat/OpenSplat/build/opensplat [--steps 2000]
+
+What OpenSplat is given: a copy of the scene holding only the training frames, with the top-level
+`camera_model` its reader needs, and the SfM points moved into the cameras' frame: its reader ignores
+transforms.json's `applied_transform`, which Nerfstudio applies to `sparse_pc.ply`, so without this its
+Gaussians would start rotated away from where the cameras see them. Its `.ply` (`--keep-crs`) is in
+transforms.json's frame, which is the frame TinySplat calls "data" (`--pipeline.model.init-ply-frame`).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import scene_dir
+from plyfile import PlyData
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from training import build_trainer  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def training_frames(scene: Path):
+    """The frames of Nerfstudio's train split of `scene` (its nerfstudio-data parser's own choice)."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    outputs = NerfstudioDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
+    return {Path(f).name for f in outputs.image_filenames}
+
+
+def opensplat_scene(scene: Path, dst: Path) -> Path:
+    shutil.copytree(scene, dst)
+    meta = json.loads((scene / "transforms.json").read_text())
+    train = training_frames(scene)
+    meta["frames"] = [f for f in meta["frames"] if Path(f["file_path"]).name in train]
+    meta["camera_model"] = meta["frames"][0].get("camera_model", "OPENCV")
+    (dst / "transforms.json").write_text(json.dumps(meta, indent=2))
+    ply = PlyData.read(str(scene / meta["ply_file_path"]))
+    vertex = ply["vertex"].data.copy()
+    xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).astype(np.float64)
+    applied = np.array(meta["applied_transform"], dtype=np.float64)  # [3, 4]
+    xyz = xyz @ applied[:, :3].T + applied[:, 3]
+    for i, c in enumerate("xyz"):
+        vertex[c] = xyz[:, i]
+    ply["vertex"].data = vertex
+    ply.write(str(dst / meta["ply_file_path"]))
+    return dst
+
+
+def timed_run(cmd, log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        subprocess.run([str(c) for c in cmd], check=True, stdout=out, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def scores_of_ply(ply: Path, out: Path):
+    """PSNR and SSIM on the held-out photos of TinySplat's renders of `ply` (in the data frame)."""
+    trainer = build_trainer(
+        scene_dir(), out, pipeline__model__init_ply=ply, pipeline__model__init_ply_frame="data",
+        pipeline__model__num_downscales=0,
+    )  # fmt: skip
+    # the model renders SH up to min(step / interval, degree): all of the .ply's bands (OpenSplat's
+    # unreached ones are zero)
+    trainer.pipeline.model.step = 1 << 30
+    trainer.pipeline.eval()
+    with torch.no_grad():
+        metrics = trainer.pipeline.get_average_eval_image_metrics()
+    return metrics["psnr"], metrics["ssim"], len(trainer.pipeline.model.means)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--opensplat", type=Path, required=True, help="OpenSplat's binary")
+    parser.add_argument("--steps", type=int, default=2000)
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        scene = opensplat_scene(scene_dir(), tmp / "scene")
+        ply = tmp / "opensplat.ply"
+        os_seconds = timed_run(
+            [args.opensplat, scene, "--cpu", "-n", args.steps, "--num-downscales", "0", "--keep-crs", "-o", ply],
+            tmp / "opensplat.log",
+        )
+        os_psnr, os_ssim, os_count = scores_of_ply(ply, tmp / "score")
+
+        ts_seconds = timed_run(
+            [BIN / "ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", tmp / "ts", "--vis",
+             "tensorboard", "--max-num-iterations", args.steps, "--steps-per-eval-all-images", "0"],
+            tmp / "tinysplat.log",
+        )  # fmt: skip
+        config = next((tmp / "ts").rglob("config.yml"))
+        subprocess.run(
+            [str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(tmp / "eval.json")],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        results = json.loads((tmp / "eval.json").read_text())["results"]
+        checkpoint = sorted(config.parent.glob("nerfstudio_models/*.ckpt"))[-1]
+        ts_count = len(torch.load(checkpoint, map_location="cpu")["pipeline"]["_model.gauss_params.means"])
+
+    print(f"{args.steps} steps on the 44 training photos at 300x400, {threads} threads ({os.cpu_count()} cores)")
+    print(f"{'trainer':>22} {'wall s':>7} {'test PSNR':>9} {'SSIM':>6} {'Gaussians':>9}")
+    print(f"{'OpenSplat --cpu':>22} {os_seconds:>7.0f} {os_psnr:>9.2f} {os_ssim:>6.3f} {os_count:>9}")
+    print(f"{'tinysplat-cpu':>22} {ts_seconds:>7.0f} {results['psnr']:>9.2f} {results['ssim']:>6.3f} {ts_count:>9}")
+    print(f"tinysplat-cpu: {os_seconds / ts_seconds:.1f}x less wall time, {results['psnr'] - os_psnr:+.2f} dB")
+
+
+if __name__ == "__main__":
+    main()
