@@ -36,6 +36,8 @@ def restart_ns_train_spinning_briefly() -> None:
     argv = sys.argv
     if Path(argv[0]).name != "ns-train" or len(argv) < 2 or not argv[1].startswith("tinysplat"):
         return
+    if not sys.platform.startswith("linux"):  # libgomp is torch's OpenMP on Linux; elsewhere another one
+        return
     if "torch" not in sys.modules or not spin_briefly():
         return
     sys.stdout.flush()
