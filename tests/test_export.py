@@ -98,8 +98,9 @@ def test_round_trip_export_import_renders_the_same_image(trained, frame):
         assert torch.equal(again, original), float((again - original).abs().max())
     else:
         torch.testing.assert_close(imported.model.means, pipeline.model.means, rtol=0, atol=2e-6)
-        # measured: 2.0e-4 (means within 4.8e-7)
-        assert float((again - original).abs().max()) < 1e-3
+        # A pixel whose alpha sits on the 1/255 cut can change by up to that alpha's share, 1/255.
+        # Measured: 1.08e-3 with the compiled rasterizer, 2.0e-4 with the PyTorch one (means within 4.8e-7)
+        assert float((again - original).abs().max()) < 1 / 255
 
 
 def test_data_frame_is_the_datasets_own(trained):
@@ -166,7 +167,7 @@ def test_a_run_started_from_a_ply_loads_without_it(trained, tmp_path):
          "--max-num-iterations", 3, "--pipeline.model.init-ply", path],
         tmp_path,
     )  # fmt: skip
-    count = len(vertex_table(path))  # ADC prunes and grows from step 500 only
+    count = len(vertex_table(path))  # the strategy of tinysplat-cpu keeps them all
     path.unlink()
     _, pipeline, _, step = eval_setup(next((tmp_path / "out").rglob("config.yml")), test_mode="inference")
     assert step == 2 and len(pipeline.model.means) == count
