@@ -6,6 +6,7 @@ no compiler or a failed build (one warning says which), or TINYSPLAT_CPP=0.
 """
 
 import functools
+import hashlib
 import logging
 import os
 import threading
@@ -45,7 +46,10 @@ def available() -> bool:
 def _build_and_load() -> bool:
     isa, flags = _isa_flags()
     name = f"tinysplat_cpu_{isa}"  # cpp_extension rebuilds it when the source changes
-    build_dir = Path.home() / ".cache" / "tinysplat" / "kernels" / f"torch-{torch.__version__}" / name
+    # one build per torch installation: environments that shared a folder would rebuild it in turn,
+    # each over a library the other has loaded
+    installation = hashlib.sha256(str(Path(torch.__file__).resolve().parent).encode()).hexdigest()[:12]
+    build_dir = Path.home() / ".cache" / "tinysplat" / "kernels" / f"torch-{torch.__version__}-{installation}" / name
     try:
         # its import notes that no CUDA runtime exists, which is expected on a CPU
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
