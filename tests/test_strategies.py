@@ -92,6 +92,35 @@ def test_adc_clone_and_split_carry_moments():
         torch.testing.assert_close(m2, torch.cat([kept * 10, torch.zeros(9)]))
 
 
+def test_adc_resets_opacities_at_its_interval_and_not_before_the_first_step():
+    """gsplat 1.4 caps every opacity at 2 * prune_opa at step 0 too, which crushed the SfM points'
+    0.1 and a start from a trained splat; ours first resets at step reset_every (as 3DGS does)."""
+    from tinysplat_ns.core.rasterization import rasterization
+    from tinysplat_ns.core.strategies.adc import ADC
+
+    params, optimizers = adam_params(50)
+    with torch.no_grad():
+        params["means"][:, 2] += 4.0  # in front of the camera
+        params["opacities"].fill_(2.0)  # sigmoid: 0.88
+    adc = ADC(refine_start_iter=1000, reset_every=30)
+    state = adc.initialize_state(scene_scale=1.0)
+    K = torch.tensor([[[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]]])
+    for step in (0, 30):
+        image, _, info = rasterization(
+            params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"][:, 0]),
+            torch.rand(50, 3), torch.eye(4)[None], K, 32, 32,
+        )  # fmt: skip
+        adc.step_pre_backward(params, optimizers, state, step, info)
+        image.sum().backward()
+        before = params["opacities"].detach().clone()
+        adc.step_post_backward(params, optimizers, state, step, info)
+        if step == 0:
+            assert torch.equal(params["opacities"].detach(), before)
+            assert state["count"].sum() > 0  # its statistics gathered all the same
+        else:
+            assert torch.sigmoid(params["opacities"]).max() <= 2 * adc.prune_opa + 1e-6
+
+
 def test_budget_removal_keeps_each_survivors_moments():
     params, optimizers = adam_params(100)
     order = params["opacities"].detach().flatten().argsort(descending=True)

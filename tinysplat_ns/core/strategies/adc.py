@@ -2,7 +2,10 @@
 whose 2D-mean gradient is high, prune transparent and huge ones, reset opacities now and then.
 gsplat's `DefaultStrategy` does it, with its published defaults; its parameter surgery is plain
 PyTorch and runs on any device. Added here: a hard cap on the number of Gaussians, and the opacity
-reset on gsplat 1.5.3 too (its `step % self.reset_every == 0 & step > 0` is never true)."""
+reset on gsplat 1.5.3 too (its `step % self.reset_every == 0 & step > 0` is never true), and none at
+step 0, where gsplat 1.4 resets (3DGS's first is at its reset interval): capping every opacity at
+2 * prune_opa before the first step crushes the SfM points' 0.1 and wipes a start from a trained
+splat (`--pipeline.model.init-ply`)."""
 
 from dataclasses import dataclass
 
@@ -24,6 +27,11 @@ class ADC(DefaultStrategy, Strategy):
         return self.absgrad
 
     def step_post_backward(self, params, optimizers, state, step, info):
+        if step == 0:
+            # all gsplat does at step 0 besides the reset: it never refines before refine_start_iter
+            if step < self.refine_stop_iter:
+                self._update_state(params, state, info, packed=False)
+            return
         super().step_post_backward(params, optimizers, state, step, info, packed=False)
         if step < self.refine_stop_iter and step % self.reset_every == 0:
             # gsplat 1.4's schedule; where gsplat 1.4 has just reset, this one changes nothing (same cap,
