@@ -19,7 +19,7 @@ from tinysplat_ns.core.sh import eval_sh
 
 
 def ours(g, camera, backward: bool, backend: str = "cpp"):
-    params = {k: v.clone().requires_grad_(backward) for k, v in g.items()}
+    params = {k: v.detach().requires_grad_(backward) for k, v in g.items()}  # fresh leaves, no copy
     viewmat, K, width, height = camera
     colors, alphas, info = rasterization(
         params["means"], params["quats"], params["scales"], params["opacities"], params["sh"], viewmat, K,

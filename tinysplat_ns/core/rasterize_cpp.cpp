@@ -30,7 +30,10 @@ constexpr int MAX_TILE = 16;
 // Eight pixels at a time in GCC/Clang vector types: the compiler's auto-vectoriser gives up on these
 // loops' selects without -ffast-math, which would also drop the NaN propagation the trainer's
 // divergence check relies on. Comparisons give lane masks (-1 / 0); `mask ? a : b` selects per lane.
-constexpr int LANES = 8;
+#ifndef TINYSPLAT_LANES
+#define TINYSPLAT_LANES 8
+#endif
+constexpr int LANES = TINYSPLAT_LANES;  // 16 where the build has AVX-512
 constexpr int MAX_VECTORS = MAX_TILE * MAX_TILE / LANES;
 typedef float vf __attribute__((vector_size(4 * LANES)));
 typedef int32_t vi __attribute__((vector_size(4 * LANES)));

@@ -264,7 +264,7 @@ def rows_backward(
 
 @functools.lru_cache(maxsize=None)
 def keep_freed_memory() -> None:
-    """Every wave allocates and frees tensors of a few MB. glibc gives each back to the system
+    """Every wave (and every compiled pass) allocates and frees tensors of a few MB. glibc gives each back to the system
     (munmap, or a trim of the heap) and the next one is page-faulted in afresh; keeping freed memory
     in the heap (up to 1 GiB of it) made rasterizing 20-25% faster on the 2-core machine."""
     if not sys.platform.startswith("linux"):
