@@ -6,6 +6,12 @@ TinySplat model's Gaussians.
 
     bash ../shared/peers/build_opensplat.sh /tmp/opensplat     # once: its binary (never our dependency)
     .venv/bin/python benchmarks/opensplat.py --opensplat /tmp/opensplat/OpenSplat/build/opensplat [--steps 2000]
+    .venv/bin/python benchmarks/opensplat.py --opensplat ... --val-image frame_00020.png   # the scoring checked
+
+With `--val-image` (one of the held-out photos) OpenSplat also renders that photo's view itself
+(`--val-render`, every 10 steps, which slows it: no timing then) and the script prints the PSNR of its
+last render and of ours of its `.ply` on that view, against the photo: how far our scoring of its
+`.ply` is from its own picture.
 
 What OpenSplat is given: a copy of the scene holding only the training frames, with the top-level
 `camera_model` its reader needs. Its `.ply` (`--keep-crs`) is in transforms.json's frame, where the
@@ -47,10 +53,10 @@ def training_frames(scene: Path):
     return {Path(f).name for f in outputs.image_filenames}
 
 
-def opensplat_scene(scene: Path, dst: Path) -> Path:
+def opensplat_scene(scene: Path, dst: Path, extra: str = None) -> Path:
     shutil.copytree(scene, dst)
     meta = json.loads((scene / "transforms.json").read_text())
-    train = training_frames(scene)
+    train = training_frames(scene) | ({extra} if extra else set())
     meta["frames"] = [f for f in meta["frames"] if Path(f["file_path"]).name in train]
     meta["camera_model"] = meta["frames"][0].get("camera_model", "OPENCV")
     (dst / "transforms.json").write_text(json.dumps(meta, indent=2))
@@ -89,14 +95,50 @@ def scores_of_ply(ply: Path, out: Path):
     return metrics["psnr"], metrics["ssim"], len(trainer.pipeline.model.means)
 
 
+def psnr(a, b) -> float:
+    return float(-10 * torch.log10(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean()))
+
+
+def check_one_view(args, tmp: Path):
+    """OpenSplat's own render of the held-out `args.val_image` against ours of its `.ply`."""
+    import imageio.v3 as iio
+
+    scene = opensplat_scene(scene_dir(), tmp / "scene", extra=args.val_image)
+    ply, renders = tmp / "opensplat.ply", tmp / "renders"
+    timed_run(
+        [args.opensplat, scene, "--cpu", "-n", args.steps, "--num-downscales", "0", "--keep-crs", "-o", ply,
+         "--val", "--val-image", args.val_image, "--val-render", renders],
+        tmp / "opensplat.log",
+    )  # fmt: skip
+    last = max(renders.glob("*.png"), key=lambda f: int(f.stem))
+    photo = torch.from_numpy(iio.imread(scene_dir() / "images" / args.val_image)[..., :3]).float() / 255
+    own = torch.from_numpy(iio.imread(last)[..., :3]).float() / 255
+    trainer = build_trainer(
+        scene_dir(), tmp / "score", pipeline__model__init_ply=in_dataset_frame(ply, scene, tmp / "data.ply"),
+        pipeline__model__init_ply_frame="data", pipeline__model__num_downscales=0,
+    )  # fmt: skip
+    trainer.pipeline.model.step = 1 << 30
+    trainer.pipeline.eval()
+    dataset = trainer.pipeline.datamanager.eval_dataset
+    index = [Path(f).name for f in dataset.image_filenames].index(args.val_image)
+    with torch.no_grad():
+        ours = trainer.pipeline.model.get_outputs_for_camera(dataset.cameras[index : index + 1])["rgb"]
+    print(f"held-out {args.val_image} after {args.steps} steps: OpenSplat's own render (step {last.stem}) "
+          f"{psnr(own, photo):.2f} dB, ours of its .ply {psnr(ours, photo):.2f} dB, "
+          f"{psnr(ours, own):.2f} dB between the two")  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--opensplat", type=Path, required=True, help="OpenSplat's binary")
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--val-image", help="a held-out photo: check the scoring on it instead of timing")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.val_image:
+            return check_one_view(args, tmp)
         scene = opensplat_scene(scene_dir(), tmp / "scene")
         ply = tmp / "opensplat.ply"
         os_seconds = timed_run(  # its default threads: libtorch's, one per core
