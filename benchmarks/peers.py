@@ -50,7 +50,7 @@ def gswarp(camera):
     rasterizer = gswarp_rasterizer(camera)
 
     def run(g, _camera, backward: bool):
-        params = {k: v.detach().requires_grad_(backward) for k, v in g.items()}  # as ours: no copy
+        params = {k: v.clone().requires_grad_(backward) for k, v in g.items()}
         # Inria's API takes unit quaternions (its trainer normalises them first); ours normalises itself
         rotations = torch.nn.functional.normalize(params["quats"], dim=-1)
         means2d = torch.zeros_like(params["means"], requires_grad=backward)

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-peers/bin/python ]; then
   python3 -m venv .venv-peers
-  .venv-peers/bin/pip install -q torch==2.14.1 numpy scikit-learn ninja gswarp==1.1.0
+  .venv-peers/bin/pip install -q torch==2.14.1 numpy scikit-learn ninja plyfile gswarp==1.1.0
   .venv-peers/bin/pip install -q --no-deps gswarp==1.0.5
 fi
 .venv-peers/bin/pip list 2>/dev/null | grep -iE "^(torch|gswarp|warp-lang) " || true
