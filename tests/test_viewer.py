@@ -49,7 +49,9 @@ def assert_scene_rendered(png: Path) -> None:
     image = np.asarray(Image.open(png).convert("RGB"), dtype=np.float32)
     viewport = image[60:780, 0:860]
     assert viewport.std() > 20
-    assert len(np.unique(viewport.astype(np.uint8).reshape(-1, 3), axis=0)) > 5000
+    # a live frame while training (the viewer renders it smaller then) measured 4,904 colours in CI on
+    # 2026-12-02, against 5,000 this bound was before; the flat page has far fewer
+    assert len(np.unique(viewport.astype(np.uint8).reshape(-1, 3), axis=0)) > 2000
 
 
 def test_live_viewer_while_training(tmp_path):
