@@ -1,5 +1,6 @@
 """Shared set-up of the benchmarks: Gaussians and a camera from the real scene."""
 
+import math
 import os
 import time
 from pathlib import Path
@@ -59,3 +60,9 @@ def timed(fn, repeat: int = 5, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return median(times)
+
+
+def psnr(a, b) -> float:
+    """PSNR in dB of two images in [0, 1] (clamped first)."""
+    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
+    return math.inf if mse == 0 else -10 * math.log10(mse)

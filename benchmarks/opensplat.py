@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import scene_dir
+from common import psnr, scene_dir
 
 from tinysplat_ns.core.frames import inverse, transform_gaussians
 from tinysplat_ns.core.ply import write_ply
@@ -80,8 +80,8 @@ def timed_run(cmd, log: Path) -> float:
     return time.perf_counter() - start
 
 
-def scores_of_ply(ply: Path, out: Path):
-    """PSNR and SSIM on the held-out photos of TinySplat's renders of `ply` (in the data frame)."""
+def pipeline_of_ply(ply: Path, out: Path):
+    """A TinySplat pipeline, in eval mode, whose Gaussians are `ply`'s (in the data frame)."""
     trainer = build_trainer(
         scene_dir(), out, pipeline__model__init_ply=ply, pipeline__model__init_ply_frame="data",
         pipeline__model__num_downscales=0,
@@ -90,13 +90,15 @@ def scores_of_ply(ply: Path, out: Path):
     # unreached ones are zero)
     trainer.pipeline.model.step = 1 << 30
     trainer.pipeline.eval()
+    return trainer.pipeline
+
+
+def scores_of_ply(ply: Path, out: Path):
+    """PSNR and SSIM on the held-out photos of TinySplat's renders of `ply` (in the data frame)."""
+    pipeline = pipeline_of_ply(ply, out)
     with torch.no_grad():
-        metrics = trainer.pipeline.get_average_eval_image_metrics()
-    return metrics["psnr"], metrics["ssim"], len(trainer.pipeline.model.means)
-
-
-def psnr(a, b) -> float:
-    return float(-10 * torch.log10(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean()))
+        metrics = pipeline.get_average_eval_image_metrics()
+    return metrics["psnr"], metrics["ssim"], len(pipeline.model.means)
 
 
 def check_one_view(args, tmp: Path):
@@ -113,16 +115,11 @@ def check_one_view(args, tmp: Path):
     last = max(renders.glob("*.png"), key=lambda f: int(f.stem))
     photo = torch.from_numpy(iio.imread(scene_dir() / "images" / args.val_image)[..., :3]).float() / 255
     own = torch.from_numpy(iio.imread(last)[..., :3]).float() / 255
-    trainer = build_trainer(
-        scene_dir(), tmp / "score", pipeline__model__init_ply=in_dataset_frame(ply, scene, tmp / "data.ply"),
-        pipeline__model__init_ply_frame="data", pipeline__model__num_downscales=0,
-    )  # fmt: skip
-    trainer.pipeline.model.step = 1 << 30
-    trainer.pipeline.eval()
-    dataset = trainer.pipeline.datamanager.eval_dataset
+    pipeline = pipeline_of_ply(in_dataset_frame(ply, scene, tmp / "data.ply"), tmp / "score")
+    dataset = pipeline.datamanager.eval_dataset
     index = [Path(f).name for f in dataset.image_filenames].index(args.val_image)
     with torch.no_grad():
-        ours = trainer.pipeline.model.get_outputs_for_camera(dataset.cameras[index : index + 1])["rgb"]
+        ours = pipeline.model.get_outputs_for_camera(dataset.cameras[index : index + 1])["rgb"]
     print(f"held-out {args.val_image} after {args.steps} steps: OpenSplat's own render (step {last.stem}) "
           f"{psnr(own, photo):.2f} dB, ours of its .ply {psnr(ours, photo):.2f} dB, "
           f"{psnr(ours, own):.2f} dB between the two")  # fmt: skip

@@ -10,11 +10,10 @@ closely (about 100 dB PSNR) but not bitwise.
 """
 
 import argparse
-import math
 
 import rasterizer
 import torch
-from common import scene_camera, scene_gaussians, timed
+from common import psnr, scene_camera, scene_gaussians, timed
 
 
 
@@ -64,11 +63,6 @@ def gswarp(camera):
         return image.detach().permute(1, 2, 0)
 
     return run
-
-
-def psnr(a, b) -> float:
-    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
-    return math.inf if mse == 0 else -10 * math.log10(mse)
 
 
 def main():
