@@ -122,9 +122,11 @@ def test_gsplat_backend_refuses_cpu_tensors():
         )  # fmt: skip
 
 
-def test_compiled_plan_is_the_torch_plan():
-    """The compiled planner (radix sort by depth, counting sort by tile) gives exactly the pure-PyTorch
-    plan: the same tiles, lists and order."""
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_compiled_plan_is_the_torch_plan(threads):
+    """The compiled planner (radix sort by depth, counting sort by tile, each shared among `threads`
+    workers in pieces) gives exactly the pure-PyTorch plan: the same tiles, lists and order, depth ties
+    in index order."""
     from tinysplat_ns.core import rasterize_cpp, rasterize_torch
     from tinysplat_ns.core.projection import project_gaussians
 
@@ -134,13 +136,20 @@ def test_compiled_plan_is_the_torch_plan():
         g["means"].float(), g["quats"].float(), g["log_scales"].exp().float(), viewmat[None].float(),
         K[None].float(), width, height,
     )  # fmt: skip
-    args = (proj.means2d[0], proj.conics[0], g["opacities"].float(), proj.depths[0], proj.radii[0], width, height)
-    for tile_size in (8, 16):
-        ours, reference = rasterize_cpp.plan_tiles(*args, tile_size), rasterize_torch.plan_tiles(*args, tile_size)
-        assert reference.n_isects > 10 * len(reference.tile_ids)
-        for name in ("tile_ids", "tile_start", "tile_count", "isect_gids"):
-            assert torch.equal(getattr(ours, name), getattr(reference, name)), name
-        assert ours.wave_sizes == reference.wave_sizes
+    depths = proj.depths[0].clone()
+    depths[::5] = depths[7]  # ties, which must keep their index order across the workers' pieces
+    args = (proj.means2d[0], proj.conics[0], g["opacities"].float(), depths, proj.radii[0], width, height)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for tile_size in (8, 16):
+            ours, reference = rasterize_cpp.plan_tiles(*args, tile_size), rasterize_torch.plan_tiles(*args, tile_size)
+            assert reference.n_isects > 10 * len(reference.tile_ids)
+            for name in ("tile_ids", "tile_start", "tile_count", "isect_gids"):
+                assert torch.equal(getattr(ours, name), getattr(reference, name)), name
+            assert ours.wave_sizes == reference.wave_sizes
+    finally:
+        torch.set_num_threads(before)
 
 
 def spread_gaussians(n: int, seed: int = 0):

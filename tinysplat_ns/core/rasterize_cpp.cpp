@@ -287,24 +287,55 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
   });
 }
 
+// Worker w of `workers` takes items [w n / workers, (w + 1) n / workers): contiguous pieces in order,
+// so what the workers write one after another comes out as one pass in order would write it.
+template <typename Fn>
+void for_each_piece(int64_t n, int64_t workers, const Fn& fn) {
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) fn(w, n * w / workers, n * (w + 1) / workers);
+  });
+}
+
+// Where each worker's items go in a counting sort by bucket: counts [workers, buckets] in, each
+// worker's first slot per bucket out (bucket by bucket, worker by worker within it: a stable sort);
+// returns the number of items.
+int64_t worker_offsets(std::vector<int64_t>& counts, int64_t workers, int64_t buckets) {
+  int64_t total = 0;
+  for (int64_t b = 0; b < buckets; ++b)
+    for (int64_t w = 0; w < workers; ++w) {
+      const int64_t n = counts[w * buckets + b];
+      counts[w * buckets + b] = total;
+      total += n;
+    }
+  return total;
+}
+
 // The Gaussians that touch a tile (rect[4i + 2] > 0), nearest first, ties in index order: an LSD
 // radix sort on the depths' bits (a drawn Gaussian lies past the near plane, and the bits of positive
-// floats sort as the floats do), several times faster than torch.argsort here.
-std::vector<int64_t> drawn_by_depth(const std::vector<int32_t>& rect, const float* depths) {
+// floats sort as the floats do), several times faster than torch.argsort here; each pass's counts
+// and scatter split among the workers.
+std::vector<int64_t> drawn_by_depth(const std::vector<int32_t>& rect, const float* depths, int64_t workers) {
   std::vector<int64_t> ids, other;
   for (int64_t i = 0; i < static_cast<int64_t>(rect.size() / 4); ++i)
     if (rect[4 * i + 2] > 0) ids.push_back(i);
-  std::vector<uint32_t> keys(ids.size()), other_keys(ids.size());
-  for (size_t k = 0; k < ids.size(); ++k) std::memcpy(&keys[k], &depths[ids[k]], sizeof(uint32_t));
-  other.resize(ids.size());
+  const int64_t n = static_cast<int64_t>(ids.size());
+  std::vector<uint32_t> keys(n), other_keys(n);
+  for (int64_t k = 0; k < n; ++k) std::memcpy(&keys[k], &depths[ids[k]], sizeof(uint32_t));
+  other.resize(n);
+  std::vector<int64_t> slots(workers * 256);
   for (int shift = 0; shift < 32; shift += 8) {
-    size_t bucket[257] = {0};
-    for (const uint32_t key : keys) ++bucket[((key >> shift) & 255) + 1];
-    for (int b = 0; b < 256; ++b) bucket[b + 1] += bucket[b];
-    for (size_t k = 0; k < ids.size(); ++k) {
-      const size_t to = bucket[(keys[k] >> shift) & 255]++;
-      other[to] = ids[k], other_keys[to] = keys[k];
-    }
+    std::fill(slots.begin(), slots.end(), 0);
+    for_each_piece(n, workers, [&](int64_t w, int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) ++slots[w * 256 + ((keys[k] >> shift) & 255)];
+    });
+    worker_offsets(slots, workers, 256);
+    for_each_piece(n, workers, [&](int64_t w, int64_t begin, int64_t end) {
+      int64_t* slot = &slots[w * 256];
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t to = slot[(keys[k] >> shift) & 255]++;
+        other[to] = ids[k], other_keys[to] = keys[k];
+      }
+    });
     ids.swap(other), keys.swap(other_keys);
   }
   return ids;
@@ -313,7 +344,7 @@ std::vector<int64_t> drawn_by_depth(const std::vector<int32_t>& rect, const floa
 // Which tiles each Gaussian touches, exactly as rasterize_torch.plan_tiles decides (in float64: the
 // alpha >= 1/255 ellipse's axis-aligned extent, a hundredth of a pixel of slack), and every tile's
 // list of Gaussians front to back: a counting sort by tile of the Gaussians taken in depth order, so
-// no sort of the (tile, Gaussian) pairs is needed.
+// no sort of the (tile, Gaussian) pairs is needed. The workers share the depth order in pieces.
 std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const at::Tensor& conics,
                                               const at::Tensor& opacities, const at::Tensor& radii,
                                               const at::Tensor& depths, int64_t width, int64_t height,
@@ -325,6 +356,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   const at::Tensor radii_i = radii.to(at::kInt);
   const int64_t N = means2d.size(0);
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
+  const int64_t n_tiles = tiles_x * tiles_y;
   const float* m = means2d.data_ptr<float>();
   const float* cn = conics.data_ptr<float>();
   const float* op = opacities.data_ptr<float>();
@@ -352,25 +384,33 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
       r[3] = static_cast<int32_t>(i1) / tile_size - ty0 + 1;
     }
   });
-  const std::vector<int64_t> order = drawn_by_depth(rect, depths.data_ptr<float>());
+  const int64_t workers = at::get_num_threads();
+  const std::vector<int64_t> order = drawn_by_depth(rect, depths.data_ptr<float>(), workers);
+  const int64_t n_drawn = static_cast<int64_t>(order.size());
+  auto for_each_tile_of = [&](int64_t i, auto&& fn) {
+    const int32_t* r = &rect[4 * i];
+    for (int32_t ty = r[1]; ty < r[1] + r[3]; ++ty)
+      for (int32_t tx = r[0]; tx < r[0] + r[2]; ++tx) fn(ty * tiles_x + tx);
+  };
+  std::vector<int64_t> slots(workers * n_tiles, 0);  // each worker's count per tile, then its first slot
+  for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
+    int64_t* count = &slots[w * n_tiles];
+    for (int64_t k = begin; k < end; ++k) for_each_tile_of(order[k], [&](int64_t t) { ++count[t]; });
+  });
   auto i64 = depths.options().dtype(at::kLong);
-  at::Tensor per_tile = at::zeros({tiles_x * tiles_y}, i64);
+  at::Tensor per_tile = at::zeros({n_tiles}, i64);
   int64_t* count = per_tile.data_ptr<int64_t>();
-  for (int64_t i = 0; i < N; ++i) {
-    const int32_t* r = &rect[4 * i];
-    for (int32_t ty = r[1]; ty < r[1] + (r[2] ? r[3] : 0); ++ty)
-      for (int32_t tx = r[0]; tx < r[0] + r[2]; ++tx) ++count[ty * tiles_x + tx];
-  }
-  std::vector<int64_t> fill(tiles_x * tiles_y);
-  int64_t total = 0;
-  for (int64_t t = 0; t < tiles_x * tiles_y; ++t) fill[t] = total, total += count[t];
-  at::Tensor isect_gids = at::empty({total}, i64);
+  for (int64_t w = 0; w < workers; ++w)
+    for (int64_t t = 0; t < n_tiles; ++t) count[t] += slots[w * n_tiles + t];
+  at::Tensor isect_gids = at::empty({worker_offsets(slots, workers, n_tiles)}, i64);
   int64_t* out = isect_gids.data_ptr<int64_t>();
-  for (const int64_t i : order) {
-    const int32_t* r = &rect[4 * i];
-    for (int32_t ty = r[1]; ty < r[1] + (r[2] ? r[3] : 0); ++ty)
-      for (int32_t tx = r[0]; tx < r[0] + r[2]; ++tx) out[fill[ty * tiles_x + tx]++] = i;
-  }
+  for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
+    int64_t* slot = &slots[w * n_tiles];
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t i = order[k];
+      for_each_tile_of(i, [&](int64_t t) { out[slot[t]++] = i; });
+    }
+  });
   return {per_tile, isect_gids};
 }
 
