@@ -54,9 +54,10 @@ def its_order(p, fx, fy, width, height):
 
 def render(
     g, c2w, fx, fy, width, height, degree=2, background=ITS_BACKGROUND, alpha_cap=0.999, box=True, near=None,
-    by_depth=False, its_scale=1.0,
+    by_depth=False, frame_scale=1.0,
 ):  # fmt: skip
-    """[H, W, 3] of Gaussians `g` (read_splats' fields) seen from OpenGL camera-to-world `c2w`."""
+    """[H, W, 3] of Gaussians `g` (read_splats' fields) seen from OpenGL camera-to-world `c2w`;
+    `frame_scale`: `its_scale` of the run, for its compositing order."""
     c2w = torch.tensor(c2w, dtype=torch.float64)
     rot = c2w[:3, :3] @ torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))  # OpenCV axes
     w2c = rot.T
@@ -84,7 +85,7 @@ def render(
     image = torch.zeros(height, width, 3, dtype=torch.float64)
     trans = torch.ones(height, width, dtype=torch.float64)
     done = torch.zeros(height, width, dtype=torch.bool)
-    order = torch.argsort(z, stable=True) if by_depth else its_order(its_scale * p, fx, fy, width, height)
+    order = torch.argsort(z, stable=True) if by_depth else its_order(frame_scale * p, fx, fy, width, height)
     for i in order.tolist():
         # its projection sends Gaussians behind the camera far off screen (w clamped at 1e-6)
         if z[i] <= (near or 0) or not (math.isfinite(u[i]) and math.isfinite(v[i])):
@@ -110,7 +111,7 @@ def render(
 def render_frame(g, frame, scale: float, **options):
     """`render` of the view of a transforms.json `frame`, `scale` being `its_scale` of its training run."""
     return render(
-        g, frame["transform_matrix"], frame["fl_x"], frame["fl_y"], frame["w"], frame["h"], its_scale=scale, **options
+        g, frame["transform_matrix"], frame["fl_x"], frame["fl_y"], frame["w"], frame["h"], frame_scale=scale, **options
     )
 
 
@@ -134,8 +135,9 @@ def main():
         "depth order": {"by_depth": True}, "all five of ours": ours,
         "SH degree 0": {"degree": 0}, "SH degree 1": {"degree": 1},
     }  # fmt: skip
+    scale = its_scale(frames)
     for label, options in variants.items():
-        image = render_frame(g, frame, its_scale(frames), **options)
+        image = render_frame(g, frame, scale, **options)
         print(f"{label:>18}: against the photo {psnr(image, photo):6.2f} dB, against its render {psnr(image, own):6.2f} dB")
 
 
