@@ -264,15 +264,18 @@ def rows_backward(
 
 @functools.lru_cache(maxsize=None)
 def keep_freed_memory() -> None:
-    """Every wave (and every compiled pass) allocates and frees tensors of a few MB. glibc gives each back to the system
-    (munmap, or a trim of the heap) and the next one is page-faulted in afresh; keeping freed memory
-    in the heap (up to 1 GiB of it) made rasterizing 20-25% faster on the 2-core machine."""
+    """Every wave (and every compiled pass) allocates and frees tensors of a few to a few hundred MB. glibc
+    mmaps each block above its threshold (32 MiB at most by default) and unmaps it when freed, and page
+    faults cost this VM about 0.7 GB/s: a fresh 38 MB tensor (the SH gradient at 200k Gaussians) took 55 ms
+    to fill, one reused from the heap 0.7 ms (/tmp/alloc.py figures in docs/benchmarks.md). So blocks up
+    to 1 GiB come from the heap, and the heap is trimmed only past 2 GiB free: the process keeps up to
+    that much freed memory for its next step."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks below 32 MiB come from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trim the heap only past 1 GiB free
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 2 << 30)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc
         pass
 
