@@ -108,23 +108,27 @@ class PairCounter:
         rasterize_torch._wave_forward = self.forward_kernel
 
 
-def compiled_pairs(g, camera) -> int:
-    """The pairs the compiled backward pass evaluates: each tile's Gaussians up to the last one that any
-    of its pixels drew, against all of its pixels (the forward pass evaluates at least as many)."""
+def compiled_kernels(g, camera):
+    """The pairs the compiled backward pass evaluates (each tile's Gaussians up to the last one that any
+    of its pixels drew, against all of its pixels; the forward pass evaluates at least as many), and the
+    two compositing kernels' own times in seconds, forward and backward, on this camera's plan."""
     viewmat, K, width, height = camera
-    proj = project_gaussians(g["means"], g["quats"], g["scales"], viewmat, K, width, height)
+    with torch.no_grad():
+        proj = project_gaussians(g["means"], g["quats"], g["scales"], viewmat, K, width, height)
+        colors = eval_sh(3, g["means"] - camera_centers(viewmat)[0], g["sh"]).add(0.5).clamp(min=0)
     plan = rasterize_cpp.plan_tiles(
         proj.means2d[0], proj.conics[0], g["opacities"], proj.depths[0], proj.radii[0], width, height
     )
-    colors = torch.zeros(len(g["means"]), 3)
-    _, _, last, _ = rasterize_cpp._ops().rasterize_forward(
-        proj.means2d[0].contiguous(), proj.conics[0].contiguous(), colors, g["opacities"].contiguous(), None,
-        *rasterize_cpp._plan_args(plan),
-    )  # fmt: skip
+    gaussians = [t.contiguous() for t in (proj.means2d[0], proj.conics[0], colors, g["opacities"])]
+    ops, plan_args = rasterize_cpp._ops(), rasterize_cpp._plan_args(plan)
+    _, alpha, last, t_final = ops.rasterize_forward(*gaussians, None, *plan_args)
+    v_image, v_alpha = torch.ones(height, width, 3), torch.ones_like(alpha)
+    forward = timed(lambda: ops.rasterize_forward(*gaussians, None, *plan_args), repeat=9)
+    backward = timed(lambda: ops.rasterize_backward(*gaussians, None, *plan_args, last, t_final, v_image, v_alpha), repeat=9)
     ts = plan.tile_size
     padded = torch.nn.functional.pad(last, (0, plan.tiles_x * ts - width, 0, plan.tiles_y * ts - height))
     per_tile = padded.reshape(plan.tiles_y, ts, plan.tiles_x, ts).amax((1, 3))
-    return int(per_tile.sum()) * ts * ts
+    return int(per_tile.sum()) * ts * ts, forward, backward
 
 
 def main():
@@ -138,7 +142,7 @@ def main():
     print(f"threads: {torch.get_num_threads()}; machine: {flops / 1e9:.0f} GFLOP/s (float32 matmul), "
           f"{copy / 1e9:.1f} GB/s (copy), {exps / 1e9:.2f} exp/ns")  # fmt: skip
     header = f"{'gaussians':>9} {'backend':>7} {'isects':>8} {'pairs':>7} {'fwd ms':>7} {'fwd+bwd ms':>10}"
-    header += f" {'ns/pair':>7} {'dense fwd ms':>12} {'dense f+b ms':>12} {'vs dense f+b':>12}"
+    header += f" {'ns/pair':>7} {'kernels ns/pair':>15} {'dense fwd ms':>12} {'dense f+b ms':>12} {'vs dense f+b':>12}"
     print(header)
     for n in args.sizes:
         g = scene_gaussians(n)
@@ -154,9 +158,13 @@ def main():
             both = timed(lambda: ours(g, camera, True, backend))
             with PairCounter() as counter, torch.no_grad():
                 _, info = ours(g, camera, False, backend)
-            pairs = compiled_pairs(g, camera) if backend == "cpp" else counter.pairs
-            row = f"{n:>9} {backend:>7} {info['n_isects']:>8} {pairs / 1e6:>6.1f}M {fwd * 1e3:>7.0f} {both * 1e3:>10.0f}"
-            row += f" {both / pairs * 1e9:>7.2f}"
+            row = f"{n:>9} {backend:>7} {info['n_isects']:>8}"
+            if backend == "cpp":
+                pairs, kernel_fwd, kernel_bwd = compiled_kernels(g, camera)
+                kernels = f"{kernel_fwd / pairs * 1e9:.2f}+{kernel_bwd / pairs * 1e9:.2f}"
+            else:
+                pairs, kernels = counter.pairs, ""
+            row += f" {pairs / 1e6:>6.1f}M {fwd * 1e3:>7.0f} {both * 1e3:>10.0f} {both / pairs * 1e9:>7.2f} {kernels:>15}"
             if dense_cols:
                 row += dense_cols + f" {dense_both / both:>11.0f}x"
             print(row)
