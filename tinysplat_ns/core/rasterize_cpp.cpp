@@ -37,6 +37,12 @@ constexpr int MAX_TILE = 16;
 #define TINYSPLAT_LANES 8
 #endif
 constexpr int LANES = TINYSPLAT_LANES;  // 16 where the build has AVX-512
+// Where a vector of LANES floats is one AVX-512 or AVX register, a few steps use its instructions directly.
+#if defined(__AVX512F__) && TINYSPLAT_LANES == 16
+#define TINYSPLAT_AVX512 1
+#elif defined(__AVX__) && TINYSPLAT_LANES == 8
+#define TINYSPLAT_AVX 1
+#endif
 constexpr int MAX_VECTORS = MAX_TILE * MAX_TILE / LANES;
 typedef float vf __attribute__((vector_size(4 * LANES)));
 typedef int32_t vi __attribute__((vector_size(4 * LANES)));
@@ -82,10 +88,10 @@ inline void add_lane_sums(float* row, const vf (&sums)[K]) {
 
 // Whether any lane of a lane mask is set: one or two instructions where the vector unit has them.
 inline bool any_lane(vi mask) {
-#if defined(__AVX512F__) && TINYSPLAT_LANES == 16
+#ifdef TINYSPLAT_AVX512
   const __m512i m = reinterpret_cast<const __m512i&>(mask);
   return _mm512_test_epi32_mask(m, m) != 0;
-#elif defined(__AVX__) && TINYSPLAT_LANES == 8
+#elif defined(TINYSPLAT_AVX)
   return _mm256_movemask_ps(reinterpret_cast<const __m256&>(mask)) != 0;
 #else
   for (int l = 0; l < LANES; ++l)
@@ -99,7 +105,7 @@ inline bool any_lane(vi mask) {
 // 9e-14: an alpha that small is never drawn, and stopping there keeps clear of denormal numbers,
 // which are slow.
 inline vf exp_nonpositive(vf x) {
-#if defined(__AVX512F__) && TINYSPLAT_LANES == 16
+#ifdef TINYSPLAT_AVX512
   // the same steps in fewer instructions: max/min keep a NaN (it is their second operand), the floor
   // is one rounding and 2^n one scaling
   const __m512 clamped =
@@ -123,7 +129,7 @@ inline vf exp_nonpositive(vf x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const vf e = p * r * r + r + 1.0f;
-#if defined(__AVX512F__) && TINYSPLAT_LANES == 16
+#ifdef TINYSPLAT_AVX512
   const __m512 scaled = _mm512_scalef_ps(reinterpret_cast<const __m512&>(e), n512);
   return reinterpret_cast<const vf&>(scaled);
 #else
@@ -136,7 +142,7 @@ inline vf exp_nonpositive(vf x) {
 // and one Newton step, float rounding at a fraction of a 16-lane division's cost; a division elsewhere
 // (AVX's 2^-12 estimate left errors of 2e-5 in the gradients at 200k Gaussians).
 inline vf reciprocal(vf x) {
-#if defined(__AVX512F__) && TINYSPLAT_LANES == 16
+#ifdef TINYSPLAT_AVX512
   const __m512 estimate512 = _mm512_rcp14_ps(reinterpret_cast<const __m512&>(x));
   const vf estimate = reinterpret_cast<const vf&>(estimate512);
   return estimate * (2.0f - x * estimate);
