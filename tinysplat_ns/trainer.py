@@ -177,16 +177,18 @@ class TinySplatTrainer(Trainer):
 
     def train(self) -> None:
         try:
-            with _sigint_handler(self._on_sigint):
+            with _sigint_handler(self._on_sigint), _sigterm_stops_training(self.collectives.distributed) as sigterm:
                 super().train()
-        except ProcessLost as e:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's stop: this process is ending already
+        except (ProcessLost, StoppedByTorchrun) as e:
+            if sigterm.received and self.collectives.rank != 0:
+                sys.exit(143)  # torchrun stops them all: process 0 speaks for all
+            if isinstance(e, ProcessLost):
+                cause = f"another process of this training stopped, so all stop ({e})"
+            else:
+                cause = "stopped by torchrun (SIGTERM): another process of this training stopped, or torchrun did"
             saved = sorted(self.checkpoint_dir.glob("step-*.ckpt"))
             kept = f"the last checkpoint is kept: {saved[-1]}" if saved else "no checkpoint was saved yet"
-            sys.exit(
-                f"error: process {self.collectives.rank}: another process of this training stopped, so all stop "
-                f"({e}); {kept}. Resume with --load-dir"
-            )
+            sys.exit(f"error: process {self.collectives.rank}: {cause}; {kept}. Resume with --load-dir")
 
     def eval_iteration(self, step: int) -> None:
         if self.collectives.rank == 0:  # its scores are logged by process 0 alone
@@ -270,6 +272,39 @@ def _tensors_to_cpu(value):
     if isinstance(value, dict):
         return {k: _tensors_to_cpu(v) for k, v in value.items()}
     return value
+
+
+class StoppedByTorchrun(Exception):
+    """SIGTERM in a process of a distributed training: torchrun stops every process when one of them
+    ends (often before the survivors' next collective operation finds it gone), or when it is stopped."""
+
+
+@dataclass
+class _Sigterm:
+    received: bool = False
+
+    def handle(self, signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once
+        self.received = True
+        if not isinstance(sys.exception(), ProcessLost):  # that one, on its way out, says why already
+            raise StoppedByTorchrun()
+
+
+@contextmanager
+def _sigterm_stops_training(distributed: bool):
+    """In a distributed training, SIGTERM inside the block raises StoppedByTorchrun; yields whether
+    one came."""
+    sigterm = _Sigterm()
+    if not distributed or threading.current_thread() is not threading.main_thread():
+        yield sigterm
+        return
+    previous = signal.signal(signal.SIGTERM, sigterm.handle)
+    try:
+        yield sigterm
+    except BaseException:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # this process is ending: its exit handlers run whole
+        raise
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _quit_now(signum, frame) -> None:
