@@ -281,33 +281,37 @@ constexpr float C2[5] = {1.0925484305920792f, -1.0925484305920792f, 0.3153915652
 constexpr float C3[7] = {-0.5900435899266435f, 2.890611442640554f, -0.4570457994644658f, 0.3731763325901154f,
                          -0.4570457994644658f, 1.445305721320277f, -0.5900435899266435f};
 
+// The real SH basis up to `degree` at the unit direction (x, y, z) into b and, WithGradient, its
+// derivatives d/dx, d/dy, d/dz into d; returns the number of functions. Each function is written
+// straight to its place (an intermediate table of all 64 values was zero-filled and copied per call).
+template <bool WithGradient>
 int sh_basis(int degree, float x, float y, float z, float* b, float (*d)[3]) {
   const float xx = x * x, yy = y * y, zz = z * z;
-  // each row: value, d/dx, d/dy, d/dz
-  const float rows[16][4] = {
-      {C0, 0, 0, 0},
-      {-C1 * y, 0, -C1, 0},
-      {C1 * z, 0, 0, C1},
-      {-C1 * x, -C1, 0, 0},
-      {C2[0] * x * y, C2[0] * y, C2[0] * x, 0},
-      {C2[1] * y * z, 0, C2[1] * z, C2[1] * y},
-      {C2[2] * (2 * zz - xx - yy), -2 * C2[2] * x, -2 * C2[2] * y, 4 * C2[2] * z},
-      {C2[3] * x * z, C2[3] * z, 0, C2[3] * x},
-      {C2[4] * (xx - yy), 2 * C2[4] * x, -2 * C2[4] * y, 0},
-      {C3[0] * y * (3 * xx - yy), C3[0] * 6 * x * y, C3[0] * 3 * (xx - yy), 0},
-      {C3[1] * x * y * z, C3[1] * y * z, C3[1] * x * z, C3[1] * x * y},
-      {C3[2] * y * (4 * zz - xx - yy), C3[2] * -2 * x * y, C3[2] * (4 * zz - xx - 3 * yy), C3[2] * 8 * y * z},
-      {C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[3] * -6 * x * z, C3[3] * -6 * y * z, C3[3] * (6 * zz - 3 * xx - 3 * yy)},
-      {C3[4] * x * (4 * zz - xx - yy), C3[4] * (4 * zz - 3 * xx - yy), C3[4] * -2 * x * y, C3[4] * 8 * x * z},
-      {C3[5] * z * (xx - yy), C3[5] * 2 * x * z, C3[5] * -2 * y * z, C3[5] * (xx - yy)},
-      {C3[6] * x * (xx - 3 * yy), C3[6] * 3 * (xx - yy), C3[6] * -6 * x * y, 0},
+  auto put = [&](int k, float value, float dx, float dy, float dz) {
+    b[k] = value;
+    if constexpr (WithGradient) d[k][0] = dx, d[k][1] = dy, d[k][2] = dz;
   };
-  const int n = (degree + 1) * (degree + 1);
-  for (int k = 0; k < n; ++k) {
-    b[k] = rows[k][0];
-    if (d) d[k][0] = rows[k][1], d[k][1] = rows[k][2], d[k][2] = rows[k][3];
-  }
-  return n;
+  put(0, C0, 0, 0, 0);
+  if (degree < 1) return 1;
+  put(1, -C1 * y, 0, -C1, 0);
+  put(2, C1 * z, 0, 0, C1);
+  put(3, -C1 * x, -C1, 0, 0);
+  if (degree < 2) return 4;
+  put(4, C2[0] * x * y, C2[0] * y, C2[0] * x, 0);
+  put(5, C2[1] * y * z, 0, C2[1] * z, C2[1] * y);
+  put(6, C2[2] * (2 * zz - xx - yy), -2 * C2[2] * x, -2 * C2[2] * y, 4 * C2[2] * z);
+  put(7, C2[3] * x * z, C2[3] * z, 0, C2[3] * x);
+  put(8, C2[4] * (xx - yy), 2 * C2[4] * x, -2 * C2[4] * y, 0);
+  if (degree < 3) return 9;
+  put(9, C3[0] * y * (3 * xx - yy), C3[0] * 6 * x * y, C3[0] * 3 * (xx - yy), 0);
+  put(10, C3[1] * x * y * z, C3[1] * y * z, C3[1] * x * z, C3[1] * x * y);
+  put(11, C3[2] * y * (4 * zz - xx - yy), C3[2] * -2 * x * y, C3[2] * (4 * zz - xx - 3 * yy), C3[2] * 8 * y * z);
+  put(12, C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[3] * -6 * x * z, C3[3] * -6 * y * z,
+      C3[3] * (6 * zz - 3 * xx - 3 * yy));
+  put(13, C3[4] * x * (4 * zz - xx - yy), C3[4] * (4 * zz - 3 * xx - yy), C3[4] * -2 * x * y, C3[4] * 8 * x * z);
+  put(14, C3[5] * z * (xx - yy), C3[5] * 2 * x * z, C3[5] * -2 * y * z, C3[5] * (xx - yy));
+  put(15, C3[6] * x * (xx - 3 * yy), C3[6] * 3 * (xx - yy), C3[6] * -6 * x * y, 0);
+  return 16;
 }
 
 struct Direction {
@@ -342,13 +346,12 @@ at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor&
     for (int64_t c = 0; c < C; ++c) {
       for (int64_t n = begin; n < end; ++n) {
         const Direction dir(m + 3 * n, cp + 3 * c);
-        const int nb = sh_basis(degree, dir.unit[0], dir.unit[1], dir.unit[2], b, nullptr);
+        const int nb = sh_basis<false>(degree, dir.unit[0], dir.unit[1], dir.unit[2], b, nullptr);
         const float* g = sh + n * K * 3;
-        for (int ch = 0; ch < 3; ++ch) {
-          float sum = 0.0f;
-          for (int k = 0; k < nb; ++k) sum += b[k] * g[3 * k + ch];
-          out[3 * (c * N + n) + ch] = std::max(sum + 0.5f, 0.0f);
-        }
+        float sum[3] = {0.0f, 0.0f, 0.0f};  // three chains of additions side by side, not one after another
+        for (int k = 0; k < nb; ++k)
+          for (int ch = 0; ch < 3; ++ch) sum[ch] += b[k] * g[3 * k + ch];
+        for (int ch = 0; ch < 3; ++ch) out[3 * (c * N + n) + ch] = std::max(sum[ch] + 0.5f, 0.0f);
       }
     }
   });
@@ -372,8 +375,8 @@ std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor&
   at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
     float b[16], d[16][3];
     for (int64_t n = begin; n < end; ++n) {
-      const float* coeff = sh + n * K * 3;
-      float* v_coeff = vsh + n * K * 3;
+      const float* __restrict coeff = sh + n * K * 3;  // (the gradient's stores do not reload it)
+      float* __restrict v_coeff = vsh + n * K * 3;
       std::fill(v_coeff, v_coeff + K * 3, 0.0f);
       float v_mean[3] = {0.0f, 0.0f, 0.0f};
       for (int64_t c = 0; c < C; ++c) {
@@ -382,21 +385,24 @@ std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor&
         for (int ch = 0; ch < 3; ++ch) g[ch] = col[3 * i + ch] > 0.0f ? gcol[3 * i + ch] : 0.0f;  // the clamp at 0
         if (g[0] == 0.0f && g[1] == 0.0f && g[2] == 0.0f) continue;
         const Direction dir(m + 3 * n, cp + 3 * c);
-        const int nb = sh_basis(degree, dir.unit[0], dir.unit[1], dir.unit[2], b, degree > 0 ? d : nullptr);
-        float v_unit[3] = {0.0f, 0.0f, 0.0f};
+        const int nb = sh_basis<true>(degree, dir.unit[0], dir.unit[1], dir.unit[2], b, d);
+        float v_b[16];
         for (int k = 0; k < nb; ++k) {
-          float v_b = 0.0f;
+          v_b[k] = 0.0f;
           for (int ch = 0; ch < 3; ++ch) {
             v_coeff[3 * k + ch] += b[k] * g[ch];
-            v_b += coeff[3 * k + ch] * g[ch];
-          }
-          if (degree > 0) {
-            for (int j = 0; j < 3; ++j) v_unit[j] += v_b * d[k][j];
+            v_b[k] += coeff[3 * k + ch] * g[ch];
           }
         }
         if (degree == 0) continue;
-        const float along = v_unit[0] * dir.unit[0] + v_unit[1] * dir.unit[1] + v_unit[2] * dir.unit[2];
-        for (int j = 0; j < 3; ++j) v_mean[j] += (v_unit[j] - dir.unit[j] * along) / dir.norm;
+        // even and odd functions summed apart: two chains of additions side by side
+        float v_unit[2][3] = {};
+        for (int k = 0; k < nb; ++k)
+          for (int j = 0; j < 3; ++j) v_unit[k % 2][j] += v_b[k] * d[k][j];
+        for (int j = 0; j < 3; ++j) v_unit[0][j] += v_unit[1][j];
+        const float* v_u = v_unit[0];
+        const float along = v_u[0] * dir.unit[0] + v_u[1] * dir.unit[1] + v_u[2] * dir.unit[2];
+        for (int j = 0; j < 3; ++j) v_mean[j] += (v_u[j] - dir.unit[j] * along) / dir.norm;
       }
       for (int j = 0; j < 3; ++j) vm[3 * n + j] = v_mean[j];
     }
