@@ -115,6 +115,14 @@ inline vf exp_nonpositive(vf x) {
   const __m512 n512 =
       _mm512_roundscale_ps(reinterpret_cast<const __m512&>(u), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   const vf n = reinterpret_cast<const vf&>(n512);
+#elif defined(TINYSPLAT_AVX)
+  // as with AVX-512: min/max for the clamps, one rounding for the floor
+  const __m256 clamped =
+      _mm256_min_ps(_mm256_set1_ps(0.0f), _mm256_max_ps(_mm256_set1_ps(-30.0f), reinterpret_cast<const __m256&>(x)));
+  x = reinterpret_cast<const vf&>(clamped);
+  const vf u = x * 1.44269504088896341f + 0.5f;
+  const __m256 floored = _mm256_round_ps(reinterpret_cast<const __m256&>(u), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const vf n = reinterpret_cast<const vf&>(floored);
 #else
   x = x < -30.0f ? splat(-30.0f) : (x > 0.0f ? splat(0.0f) : x);
   const vf u = x * 1.44269504088896341f + 0.5f;
