@@ -2,12 +2,14 @@
 plain dense PyTorch rasterizer and against the machine's own limits, at 10k/50k/200k Gaussians on a
 real 300x400 camera. A pair is one pixel against one Gaussian as the kernels evaluate it.
 
-    .venv/bin/python benchmarks/rasterizer.py [--sizes 10000 50000 200000] [--dense-max 10000]
+    .venv/bin/python benchmarks/rasterizer.py [--sizes 10000 50000 200000] [--dense-max 10000] [--ops]
 
 The third-party CPU rasterizer that runs here (gswarp) is timed beside ours by benchmarks/peers.sh.
 """
 
 import argparse
+import collections
+import time
 
 import torch
 from common import scene_camera, scene_gaussians, timed
@@ -73,12 +75,14 @@ def dense(g, camera, backward: bool, pixels_per_chunk: int = 2048):
 
 
 def machine_limits():
-    """What the cores can do at best: float32 matmul GFLOP/s, memory copy GB/s, and exp per ns on
-    data that stays in cache (so it measures arithmetic, not memory)."""
+    """What the cores can do at best: float32 matmul GFLOP/s, memory copy GB/s (read + write, 64 MB
+    into memory already mapped: a fresh buffer's page faults cost several times the copy on these
+    machines), and exp per ns on data that stays in cache (so it measures arithmetic, not memory)."""
     a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
     flops = 2 * 2048**3 / timed(lambda: a @ b, repeat=5)
     big = torch.rand(64 * 2**20 // 4)
-    copy = 2 * big.numel() * 4 / timed(lambda: big.clone(), repeat=5)
+    into = torch.empty_like(big)
+    copy = 2 * big.numel() * 4 / timed(lambda: into.copy_(big), repeat=5)
     x, out = torch.rand(64 * 1024), torch.empty(64 * 1024)
 
     def exps_in_cache():
@@ -131,10 +135,54 @@ def compiled_kernels(g, camera):
     return int(per_tile.sum()) * ts * ts, forward, backward
 
 
+class OpTimes:
+    """Wall time of each compiled op (projection, SH, tile plan, compositing) called inside the block,
+    summed by name: the per-op split of a forward+backward (torch.profiler's op times were off by up to
+    4x here, with OpenMP inside the ops)."""
+
+    def __enter__(self):
+        self.seconds, self.ops_of = collections.defaultdict(float), rasterize_cpp._ops
+        seconds, ops = self.seconds, self.ops_of()
+
+        class Timed:
+            def __getattr__(self, name):
+                op = getattr(ops, name)
+
+                def call(*args):
+                    start = time.perf_counter()
+                    try:
+                        return op(*args)
+                    finally:
+                        seconds[name] += time.perf_counter() - start
+
+                return call
+
+        rasterize_cpp._ops = Timed
+        return self
+
+    def __exit__(self, *exc):
+        rasterize_cpp._ops = self.ops_of
+
+
+def op_split(g, camera, calls: int = 10) -> str:
+    """The compiled ops' share of one forward+backward, ms each, the rest (autograd, allocation,
+    PyTorch's own ops) last."""
+    ours(g, camera, True)
+    with OpTimes() as ops:
+        start = time.perf_counter()
+        for _ in range(calls):
+            ours(g, camera, True)
+        total = time.perf_counter() - start
+    parts = sorted(ops.seconds.items(), key=lambda kv: -kv[1])
+    rest = total - sum(ops.seconds.values())
+    return ", ".join(f"{name} {s / calls * 1e3:.1f}" for name, s in parts) + f", rest {rest / calls * 1e3:.1f} ms"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     parser.add_argument("--dense-max", type=int, default=10_000, help="largest size the dense peer runs at")
+    parser.add_argument("--ops", action="store_true", help="also print the compiled ops' split of a forward+backward")
     args = parser.parse_args()
     torch.manual_seed(0)
     camera = scene_camera(0)
@@ -168,6 +216,8 @@ def main():
             if dense_cols:
                 row += dense_cols + f" {dense_both / both:>11.0f}x"
             print(row)
+        if args.ops:
+            print(f"{'':>9} cpp ops: {op_split(g, camera)}")
     # A floor for the per-pair work: ~20 flops and one exp forward, ~40 flops and one exp backward
     # (the backward recomputes the forward's exp), at matmul speed and in-cache exp speed.
     floor = 60 / flops + 2 / exps
