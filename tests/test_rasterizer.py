@@ -145,8 +145,8 @@ def test_compiled_plan_is_the_torch_plan(threads):
         for tile_size in (8, 16):
             ours, reference = rasterize_cpp.plan_tiles(*args, tile_size), rasterize_torch.plan_tiles(*args, tile_size)
             assert reference.n_isects > 10 * len(reference.tile_ids)
-            for name in ("tile_ids", "tile_start", "tile_count", "isect_gids"):
-                assert torch.equal(getattr(ours, name), getattr(reference, name)), name
+            for name in ("tile_ids", "tile_start", "tile_count", "isect_gids"):  # the compiled ids are int32
+                assert torch.equal(getattr(ours, name).long(), getattr(reference, name)), name
             assert ours.wave_sizes == reference.wave_sizes
     finally:
         torch.set_num_threads(before)

@@ -163,7 +163,7 @@ struct Plan {
   const int64_t* tile_ids;
   const int64_t* tile_start;
   const int64_t* tile_count;
-  const int64_t* isect_gids;
+  const int32_t* isect_gids;  // int32: half the memory traffic of the lists
   int64_t n_tiles;
   int width, height, tile_size, tiles_x;
 };
@@ -412,6 +412,21 @@ std::vector<int64_t> drawn_by_depth(const std::vector<int32_t>& rect, const floa
   return ids;
 }
 
+struct DrawnRect {
+  int32_t id, x0, y0, nx, ny;  // a Gaussian and its tiles: nx across from x0, ny down from y0
+};
+
+// fn(tile, id) for each tile of each Gaussian in [first, last). Its own function, with the pointers fn
+// needs copied into it: inside plan_tiles' lambdas the compiler kept the loop's counters on the stack.
+template <typename Fn>
+inline void for_each_tile(const DrawnRect* first, const DrawnRect* last, int64_t tiles_x, Fn fn) {
+  for (const DrawnRect* d = first; d < last; ++d) {
+    const DrawnRect r = *d;
+    for (int64_t ty = r.y0; ty < r.y0 + r.ny; ++ty)
+      for (int64_t t = ty * tiles_x + r.x0; t < ty * tiles_x + r.x0 + r.nx; ++t) fn(t, r.id);
+  }
+}
+
 // Which tiles each Gaussian touches, exactly as rasterize_torch.plan_tiles decides (in float64: the
 // alpha >= 1/255 ellipse's axis-aligned extent, a hundredth of a pixel of slack), and every tile's
 // list of Gaussians front to back: a counting sort by tile of the Gaussians taken in depth order, so
@@ -426,6 +441,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   TORCH_CHECK(radii.is_contiguous(), "radii must be contiguous");
   const at::Tensor radii_i = radii.to(at::kInt);
   const int64_t N = means2d.size(0);
+  TORCH_CHECK(N <= INT32_MAX, "the compiled tile plan takes up to 2^31 - 1 Gaussians");
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t n_tiles = tiles_x * tiles_y;
   const float* m = means2d.data_ptr<float>();
@@ -458,29 +474,30 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   const int64_t workers = at::get_num_threads();
   const std::vector<int64_t> order = drawn_by_depth(rect, depths.data_ptr<float>(), workers);
   const int64_t n_drawn = static_cast<int64_t>(order.size());
-  auto for_each_tile_of = [&](int64_t i, auto&& fn) {
-    const int32_t* r = &rect[4 * i];
-    for (int32_t ty = r[1]; ty < r[1] + r[3]; ++ty)
-      for (int32_t tx = r[0]; tx < r[0] + r[2]; ++tx) fn(ty * tiles_x + tx);
-  };
+  // the drawn Gaussians' rectangles in depth order: the passes below read them in turn, not at random
+  std::vector<DrawnRect> drawn(n_drawn);
+  at::parallel_for(0, n_drawn, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int32_t* r = &rect[4 * order[k]];
+      drawn[k] = {static_cast<int32_t>(order[k]), r[0], r[1], r[2], r[3]};
+    }
+  });
   std::vector<int64_t> slots(workers * n_tiles, 0);  // each worker's count per tile, then its first slot
   for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
-    int64_t* count = &slots[w * n_tiles];
-    for (int64_t k = begin; k < end; ++k) for_each_tile_of(order[k], [&](int64_t t) { ++count[t]; });
+    int64_t* __restrict count = &slots[w * n_tiles];
+    for_each_tile(drawn.data() + begin, drawn.data() + end, tiles_x, [count](int64_t t, int32_t) { ++count[t]; });
   });
   auto i64 = depths.options().dtype(at::kLong);
   at::Tensor per_tile = at::zeros({n_tiles}, i64);
   int64_t* count = per_tile.data_ptr<int64_t>();
   for (int64_t w = 0; w < workers; ++w)
     for (int64_t t = 0; t < n_tiles; ++t) count[t] += slots[w * n_tiles + t];
-  at::Tensor isect_gids = at::empty({worker_offsets(slots, workers, n_tiles)}, i64);
-  int64_t* out = isect_gids.data_ptr<int64_t>();
+  at::Tensor isect_gids = at::empty({worker_offsets(slots, workers, n_tiles)}, i64.dtype(at::kInt));
+  int32_t* __restrict out = isect_gids.data_ptr<int32_t>();
   for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
-    int64_t* slot = &slots[w * n_tiles];
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t i = order[k];
-      for_each_tile_of(i, [&](int64_t t) { out[slot[t]++] = i; });
-    }
+    int64_t* __restrict slot = &slots[w * n_tiles];
+    for_each_tile(drawn.data() + begin, drawn.data() + end, tiles_x,
+                  [slot, out](int64_t t, int32_t id) { out[slot[t]++] = id; });
   });
   return {per_tile, isect_gids};
 }
@@ -488,13 +505,15 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
 Plan make_plan(const at::Tensor& tile_ids, const at::Tensor& tile_start, const at::Tensor& tile_count,
                const at::Tensor& isect_gids, int64_t width, int64_t height, int64_t tile_size) {
   TORCH_CHECK(tile_size >= 1 && tile_size <= MAX_TILE, "tile_size must be 1..", MAX_TILE);
-  for (const auto* t : {&tile_ids, &tile_start, &tile_count, &isect_gids}) {
+  for (const auto* t : {&tile_ids, &tile_start, &tile_count}) {
     TORCH_CHECK(t->scalar_type() == at::kLong && t->is_contiguous() && t->device().is_cpu(),
                 "plan tensors must be contiguous int64 CPU tensors");
   }
+  TORCH_CHECK(isect_gids.scalar_type() == at::kInt && isect_gids.is_contiguous() && isect_gids.device().is_cpu(),
+              "the plan's Gaussian ids must be a contiguous int32 CPU tensor (rasterize_cpp.plan_tiles)");
   const int ts = static_cast<int>(tile_size);
   return Plan{tile_ids.data_ptr<int64_t>(), tile_start.data_ptr<int64_t>(), tile_count.data_ptr<int64_t>(),
-              isect_gids.data_ptr<int64_t>(), tile_ids.numel(), static_cast<int>(width), static_cast<int>(height),
+              isect_gids.data_ptr<int32_t>(), tile_ids.numel(), static_cast<int>(width), static_cast<int>(height),
               ts, static_cast<int>((width + ts - 1) / ts)};
 }
 

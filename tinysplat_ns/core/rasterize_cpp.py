@@ -90,8 +90,8 @@ def supports(means: Tensor, channels: int, tile_size: int) -> bool:
 
 
 def plan_tiles(means2d, conics, opacities, depths, radii, width: int, height: int, tile_size=8, chunk=32) -> TilePlan:
-    """`rasterize_torch.plan_tiles` (the same arguments, the same plan), compiled: a radix sort by
-    depth and a counting sort by tile instead of sorting the (tile, Gaussian) pairs."""
+    """`rasterize_torch.plan_tiles` (the same arguments, the same plan, its Gaussian ids int32), compiled:
+    a radix sort by depth and a counting sort by tile instead of sorting the (tile, Gaussian) pairs."""
     with torch.no_grad():
         per_tile, isect_gids = _ops().plan_tiles(
             means2d.contiguous(), conics.contiguous(), opacities.contiguous(), radii.contiguous(),

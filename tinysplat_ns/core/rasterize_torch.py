@@ -51,7 +51,7 @@ class TilePlan:
     tile_ids: Tensor  # [T] tiles that have Gaussians, most Gaussians first
     tile_start: Tensor  # [T] offset of each tile's list in `isect_gids`
     tile_count: Tensor  # [T] length of each tile's list
-    isect_gids: Tensor  # [M] Gaussian ids grouped by tile, front to back
+    isect_gids: Tensor  # [M] Gaussian ids grouped by tile, front to back (int32 in the compiled plan)
     wave_sizes: List[int]  # wave w covers tiles [0, wave_sizes[w]) of `tile_ids`
 
     @property
