@@ -179,7 +179,7 @@ def test_compiled_projection_matches_pytorch(antialiased):
     from tinysplat_ns.core.projection import project_gaussians
 
     assert rasterize_cpp.available()
-    means, quats, scales, viewmats, Ks = spread_gaussians(3000)
+    means, quats, scales, viewmats, Ks = spread_gaussians(3005)  # not a whole number of vectors of Gaussians
     results = {}
     for name, project, dtype in (("torch", project_gaussians, torch.float64), ("cpp", project_cpp.project_gaussians, torch.float32)):
         inputs = [t.to(dtype).requires_grad_() for t in (means, quats, scales)]

@@ -1,8 +1,9 @@
 // The per-Gaussian half of TinySplat's compiled CPU path, built into the same library as
 // rasterize_cpp.cpp: the EWA projection of projection.py and the SH colours of sh.py, forward and
-// hand-derived backward, one Gaussian per loop iteration over ATen's threads. In PyTorch these
-// were a few dozen elementwise kernels over [C, N] tensors each way, and at 200k Gaussians they
-// cost more than the compositing itself (docs/benchmarks.md).
+// hand-derived backward over ATen's threads: the projection LANES Gaussians at a time, one to a
+// vector lane (lanes.h), the SH one Gaussian at a time. In PyTorch these were a few dozen
+// elementwise kernels over [C, N] tensors each way, and at 200k Gaussians they cost more than the
+// compositing itself (docs/benchmarks.md).
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -10,6 +11,8 @@
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
+
+#include "lanes.h"
 
 #include <algorithm>
 #include <cmath>
@@ -49,59 +52,72 @@ struct Camera {
 };
 
 // Rotation matrix of the normalised quaternion (w, x, y, z), and that unit quaternion.
-void rotation(const float* quat, float R[3][3], float q[4], float& norm) {
-  norm = std::max(std::sqrt(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3]), 1e-12f);
+void rotation(const vf quat[4], vf R[3][3], vf q[4], vf& norm) {
+  norm = lane_max(lane_sqrt(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3]),
+                  splat(1e-12f));
   for (int i = 0; i < 4; ++i) q[i] = quat[i] / norm;
-  const float w = q[0], x = q[1], y = q[2], z = q[3];
-  R[0][0] = 1 - 2 * (y * y + z * z), R[0][1] = 2 * (x * y - w * z), R[0][2] = 2 * (x * z + w * y);
-  R[1][0] = 2 * (x * y + w * z), R[1][1] = 1 - 2 * (x * x + z * z), R[1][2] = 2 * (y * z - w * x);
-  R[2][0] = 2 * (x * z - w * y), R[2][1] = 2 * (y * z + w * x), R[2][2] = 1 - 2 * (x * x + y * y);
+  const vf w = q[0], x = q[1], y = q[2], z = q[3];
+  R[0][0] = 1.0f - 2.0f * (y * y + z * z), R[0][1] = 2.0f * (x * y - w * z), R[0][2] = 2.0f * (x * z + w * y);
+  R[1][0] = 2.0f * (x * y + w * z), R[1][1] = 1.0f - 2.0f * (x * x + z * z), R[1][2] = 2.0f * (y * z - w * x);
+  R[2][0] = 2.0f * (x * z - w * y), R[2][1] = 2.0f * (y * z + w * x), R[2][2] = 1.0f - 2.0f * (x * x + y * y);
 }
 
-// Everything the projection of one Gaussian into one camera computes, kept for its backward pass.
+// Everything the projection of LANES Gaussians into one camera computes, kept for the backward pass.
 struct Projected {
-  float p[3];  // camera-space mean
-  float z;  // p[2], or 1 when outside the depth range (a safe value: culled Gaussians stay finite)
-  bool in_depth, clamped_x, clamped_y;
-  float tx, ty;
-  float T[2][3];  // J R_w2c
-  float M[3][3];  // R(q) S
-  float Rq[3][3], q[4], qnorm;
-  float H[2][3];  // T M: cov2d = H H^T
-  float cxx, cxy, cyy;  // before the low-pass eps2d
-  float det_orig, det;
-  bool valid;
+  vf p[3];  // camera-space mean
+  vf z;  // p[2], or 1 when outside the depth range (a safe value: culled Gaussians stay finite)
+  vi in_depth, clamped_x, clamped_y;
+  vf tx, ty;
+  vf T[2][3];  // J R_w2c
+  vf M[3][3];  // R(q) S
+  vf Rq[3][3], q[4], qnorm;
+  vf H[2][3];  // T M: cov2d = H H^T
+  vf cxx, cxy, cyy;  // before the low-pass eps2d
+  vf det_orig, det;
+  vi valid;
 };
 
-Projected project_one(const Camera& cam, const float* mean, const float* quat, const float* scale, float eps2d,
-                      float near_plane, float far_plane) {
+// Gaussians first..first + count - 1 (count <= LANES), one to a lane: the rows of means [N, 3], quats
+// [N, 4] and scales [N, 3], each column a vector.
+struct GaussianLanes {
+  vf mean[3], quat[4], scale[3];
+
+  GaussianLanes(const float* means, const float* quats, const float* scales, int64_t first, int count) {
+    for (int j = 0; j < 3; ++j) mean[j] = load_rows(means + 3 * first + j, 3, count);
+    for (int j = 0; j < 4; ++j) quat[j] = load_rows(quats + 4 * first + j, 4, count);
+    for (int j = 0; j < 3; ++j) scale[j] = load_rows(scales + 3 * first + j, 3, count);
+  }
+};
+
+// The EWA projection of LANES Gaussians side by side: all lanes compute, masks say which results hold.
+Projected project_lanes(const Camera& cam, const GaussianLanes& g, float eps2d, float near_plane, float far_plane) {
   Projected s;
   for (int i = 0; i < 3; ++i) {
-    s.p[i] = cam.R[i][0] * mean[0] + cam.R[i][1] * mean[1] + cam.R[i][2] * mean[2] + cam.t[i];
+    s.p[i] = cam.R[i][0] * g.mean[0] + cam.R[i][1] * g.mean[1] + cam.R[i][2] * g.mean[2] + cam.t[i];
   }
-  s.in_depth = s.p[2] > near_plane && s.p[2] < far_plane;
-  s.z = s.in_depth ? s.p[2] : 1.0f;
-  const float z = s.z, rx = s.p[0] / z, ry = s.p[1] / z;
-  s.clamped_x = !(rx >= cam.lo_x && rx <= cam.hi_x);
-  s.clamped_y = !(ry >= cam.lo_y && ry <= cam.hi_y);
-  s.tx = z * std::min(std::max(rx, cam.lo_x), cam.hi_x);
-  s.ty = z * std::min(std::max(ry, cam.lo_y), cam.hi_y);
-  const float J[2][3] = {{cam.fx / z, 0.0f, -cam.fx * s.tx / (z * z)}, {0.0f, cam.fy / z, -cam.fy * s.ty / (z * z)}};
+  s.in_depth = (s.p[2] > near_plane) & (s.p[2] < far_plane);
+  s.z = s.in_depth ? s.p[2] : splat(1.0f);
+  const vf z = s.z, rx = s.p[0] / z, ry = s.p[1] / z;
+  s.clamped_x = ~((rx >= cam.lo_x) & (rx <= cam.hi_x));
+  s.clamped_y = ~((ry >= cam.lo_y) & (ry <= cam.hi_y));
+  s.tx = z * lane_min(lane_max(rx, splat(cam.lo_x)), splat(cam.hi_x));
+  s.ty = z * lane_min(lane_max(ry, splat(cam.lo_y)), splat(cam.hi_y));
+  const vf J[2][3] = {{cam.fx / z, vf{}, -cam.fx * s.tx / (z * z)}, {vf{}, cam.fy / z, -cam.fy * s.ty / (z * z)}};
   for (int i = 0; i < 2; ++i) {
     for (int j = 0; j < 3; ++j) s.T[i][j] = J[i][0] * cam.R[0][j] + J[i][1] * cam.R[1][j] + J[i][2] * cam.R[2][j];
   }
-  rotation(quat, s.Rq, s.q, s.qnorm);
+  rotation(g.quat, s.Rq, s.q, s.qnorm);
   for (int i = 0; i < 3; ++i) {
-    for (int j = 0; j < 3; ++j) s.M[i][j] = s.Rq[i][j] * scale[j];
+    for (int j = 0; j < 3; ++j) s.M[i][j] = s.Rq[i][j] * g.scale[j];
   }
   for (int i = 0; i < 2; ++i) {
     for (int j = 0; j < 3; ++j) s.H[i][j] = s.T[i][0] * s.M[0][j] + s.T[i][1] * s.M[1][j] + s.T[i][2] * s.M[2][j];
   }
-  const auto dot = [](const float* a, const float* b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; };
+  const auto dot = [](const vf* a, const vf* b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; };
   s.cxx = dot(s.H[0], s.H[0]), s.cxy = dot(s.H[0], s.H[1]), s.cyy = dot(s.H[1], s.H[1]);
   s.det_orig = s.cxx * s.cyy - s.cxy * s.cxy;
   s.det = (s.cxx + eps2d) * (s.cyy + eps2d) - s.cxy * s.cxy;
-  s.valid = s.in_depth && s.det > 0.0f;
+  s.valid = s.in_depth & (s.det > 0.0f);
   return s;
 }
 
@@ -149,37 +165,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_f
   for (int64_t c = 0; c < C; ++c) {
     const Camera cam(cams.viewmats + 16 * c, cams.Ks + 9 * c, width, height);
     at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) {
-        const Projected s = project_one(cam, m + 3 * n, q + 4 * n, sc + 3 * n, eps, near_plane, far_plane);
+      for (int64_t n = begin; n < end; n += LANES) {
+        const int count = static_cast<int>(std::min<int64_t>(LANES, end - n));
+        const Projected s = project_lanes(cam, GaussianLanes(m, q, sc, n, count), eps, near_plane, far_plane);
         const int64_t i = c * N + n;
-        const float det_safe = s.valid ? s.det : 1.0f, cxx = s.cxx + eps, cyy = s.cyy + eps;
-        out_conic[3 * i] = cyy / det_safe, out_conic[3 * i + 1] = -s.cxy / det_safe, out_conic[3 * i + 2] = cxx / det_safe;
-        if (out_comp) out_comp[i] = std::sqrt(std::max(s.det_orig / det_safe, 0.0f));
-        const float u = cam.fx * s.p[0] / s.z + cam.cx, v = cam.fy * s.p[1] / s.z + cam.cy;
-        out2d[2 * i] = u, out2d[2 * i + 1] = v;
-        out_depth[i] = s.p[2];
-        const float mid = 0.5f * (cxx + cyy);
-        const float radius = std::ceil(3.0f * std::sqrt(mid + std::sqrt(std::max(mid * mid - s.det, 0.01f))));
-        const bool on_image = u + radius > 0 && u - radius < width && v + radius > 0 && v - radius < height;
-        out_radii[i] = s.valid && on_image ? static_cast<int32_t>(radius) : 0;
+        const vf det_safe = s.valid ? s.det : splat(1.0f), cxx = s.cxx + eps, cyy = s.cyy + eps;
+        store_rows(out_conic + 3 * i, 3, count, cyy / det_safe);
+        store_rows(out_conic + 3 * i + 1, 3, count, -s.cxy / det_safe);
+        store_rows(out_conic + 3 * i + 2, 3, count, cxx / det_safe);
+        if (out_comp) store_rows(out_comp + i, 1, count, lane_sqrt(lane_max(s.det_orig / det_safe, vf{})));
+        const vf u = cam.fx * s.p[0] / s.z + cam.cx, v = cam.fy * s.p[1] / s.z + cam.cy;
+        store_rows(out2d + 2 * i, 2, count, u);
+        store_rows(out2d + 2 * i + 1, 2, count, v);
+        store_rows(out_depth + i, 1, count, s.p[2]);
+        const vf mid = 0.5f * (cxx + cyy);
+        const vf radius = lane_ceil(3.0f * lane_sqrt(mid + lane_sqrt(lane_max(mid * mid - s.det, splat(0.01f)))));
+        const float w = static_cast<float>(width), h = static_cast<float>(height);
+        const vi on_image = (u + radius > 0.0f) & (u - radius < w) & (v + radius > 0.0f) & (v - radius < h);
+        store_rows(out_radii + i, 1, count, s.valid & on_image ? __builtin_convertvector(radius, vi) : vi{});
       }
     });
   }
   return {means2d, conics, depths, radii, comps};
 }
 
-// d(loss)/d(unit quaternion) from d(loss)/dR(q), then through the normalisation.
-void quaternion_backward(const float q[4], float norm, const float v_R[3][3], float* v_quat) {
-  const float w = q[0], x = q[1], y = q[2], z = q[3];
-  float g[4];
-  g[0] = 2 * (-z * v_R[0][1] + y * v_R[0][2] + z * v_R[1][0] - x * v_R[1][2] - y * v_R[2][0] + x * v_R[2][1]);
-  g[1] = 2 * (y * v_R[0][1] + z * v_R[0][2] + y * v_R[1][0] - 2 * x * v_R[1][1] - w * v_R[1][2] + z * v_R[2][0] +
-              w * v_R[2][1] - 2 * x * v_R[2][2]);
-  g[2] = 2 * (-2 * y * v_R[0][0] + x * v_R[0][1] + w * v_R[0][2] + x * v_R[1][0] + z * v_R[1][2] - w * v_R[2][0] +
-              z * v_R[2][1] - 2 * y * v_R[2][2]);
-  g[3] = 2 * (-2 * z * v_R[0][0] - w * v_R[0][1] + x * v_R[0][2] + w * v_R[1][0] - 2 * z * v_R[1][1] +
-              y * v_R[1][2] + x * v_R[2][0] + y * v_R[2][1]);
-  const float along = q[0] * g[0] + q[1] * g[1] + q[2] * g[2] + q[3] * g[3];
+// d(loss)/d(quaternion) from d(loss)/dR(q) of the unit quaternion q = quat / norm, added to v_quat.
+void quaternion_backward(const vf q[4], vf norm, const vf v_R[3][3], vf v_quat[4]) {
+  const vf w = q[0], x = q[1], y = q[2], z = q[3];
+  vf g[4];
+  g[0] = 2.0f * (-z * v_R[0][1] + y * v_R[0][2] + z * v_R[1][0] - x * v_R[1][2] - y * v_R[2][0] + x * v_R[2][1]);
+  g[1] = 2.0f * (y * v_R[0][1] + z * v_R[0][2] + y * v_R[1][0] - 2.0f * x * v_R[1][1] - w * v_R[1][2] +
+                 z * v_R[2][0] + w * v_R[2][1] - 2.0f * x * v_R[2][2]);
+  g[2] = 2.0f * (-2.0f * y * v_R[0][0] + x * v_R[0][1] + w * v_R[0][2] + x * v_R[1][0] + z * v_R[1][2] -
+                 w * v_R[2][0] + z * v_R[2][1] - 2.0f * y * v_R[2][2]);
+  g[3] = 2.0f * (-2.0f * z * v_R[0][0] - w * v_R[0][1] + x * v_R[0][2] + w * v_R[1][0] - 2.0f * z * v_R[1][1] +
+                 y * v_R[1][2] + x * v_R[2][0] + y * v_R[2][1]);
+  const vf along = q[0] * g[0] + q[1] * g[1] + q[2] * g[2] + q[3] * g[3];
   for (int i = 0; i < 4; ++i) v_quat[i] += (g[i] - q[i] * along) / norm;
 }
 
@@ -195,8 +216,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
   const Cameras cams = make_cameras(viewmats, Ks);
   const int64_t N = means.size(0), C = cams.C;
   TORCH_CHECK(radii.scalar_type() == at::kInt && radii.is_contiguous() && radii.numel() == C * N, "radii must be [C, N] int32");
-  at::Tensor v_means = at::zeros({N, 3}, means.options()), v_quats = at::zeros({N, 4}, means.options()),
-             v_scales = at::zeros({N, 3}, means.options());
+  at::Tensor v_means = at::empty({N, 3}, means.options()), v_quats = at::empty({N, 4}, means.options()),
+             v_scales = at::empty({N, 3}, means.options());
   const float *m = means.data_ptr<float>(), *qt = quats.data_ptr<float>(), *sc = scales.data_ptr<float>();
   const float *g2d = optional_ptr(v_means2d), *gconic = optional_ptr(v_conics), *gdepth = optional_ptr(v_depths),
               *gcomp = optional_ptr(v_comps);
@@ -204,48 +225,58 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
   float *vm = v_means.data_ptr<float>(), *vq = v_quats.data_ptr<float>(), *vs = v_scales.data_ptr<float>();
   const float eps = static_cast<float>(eps2d);
   at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
-    for (int64_t c = 0; c < C; ++c) {  // cameras inside: each Gaussian's rows belong to one thread
-      const Camera cam(cams.viewmats + 16 * c, cams.Ks + 9 * c, width, height);
-      for (int64_t n = begin; n < end; ++n) {
+    for (int64_t n = begin; n < end; n += LANES) {
+      const int count = static_cast<int>(std::min<int64_t>(LANES, end - n));
+      const GaussianLanes g(m, qt, sc, n, count);
+      vf v_mean[3] = {}, v_quat[4] = {}, v_scale[3] = {};  // summed over the cameras, in their order
+      for (int64_t c = 0; c < C; ++c) {
+        const Camera cam(cams.viewmats + 16 * c, cams.Ks + 9 * c, width, height);
         const int64_t i = c * N + n;
-        float v_p[3] = {0.0f, 0.0f, gdepth ? gdepth[i] : 0.0f};
-        if (rad[i] > 0) {
-          const Projected s = project_one(cam, m + 3 * n, qt + 4 * n, sc + 3 * n, eps, near_plane, far_plane);
-          const float z = s.z, cxx = s.cxx + eps, cyy = s.cyy + eps, det = s.det;
+        const vi drawn = load_rows(rad + i, 1, count) > 0;
+        const vf v_depth = gdepth ? load_rows(gdepth + i, 1, count) : vf{};
+        vf v_p[3] = {vf{}, vf{}, v_depth};
+        if (any_lane(drawn)) {
+          const Projected s = project_lanes(cam, g, eps, near_plane, far_plane);
+          const vf z = s.z, cxx = s.cxx + eps, cyy = s.cyy + eps, det = s.det;
           // conic = (cyy, -cxy, cxx) / det, with det = cxx cyy - cxy^2 after eps2d
-          float v_cxx = 0.0f, v_cxy = 0.0f, v_cyy = 0.0f, v_det = 0.0f;
+          vf v_cxx{}, v_cxy{}, v_cyy{}, v_det{};
           if (gconic) {
-            const float va = gconic[3 * i], vb = gconic[3 * i + 1], vc = gconic[3 * i + 2];
+            const vf va = load_rows(gconic + 3 * i, 3, count), vb = load_rows(gconic + 3 * i + 1, 3, count),
+                     vc = load_rows(gconic + 3 * i + 2, 3, count);
             v_det -= (va * cyy - vb * s.cxy + vc * cxx) / (det * det);
             v_cxx += vc / det, v_cyy += va / det, v_cxy -= vb / det;
           }
           if (gcomp) {  // sqrt(det_orig / det), whose gradient is zero where it is clamped at 0
-            const float ratio = s.det_orig / det;
-            if (ratio > 0.0f) {
-              const float v_ratio = gcomp[i] * 0.5f / std::sqrt(ratio), v_det_orig = v_ratio / det;
-              v_det -= v_ratio * ratio / det;
-              v_cxx += v_det_orig * s.cyy, v_cyy += v_det_orig * s.cxx, v_cxy -= 2.0f * v_det_orig * s.cxy;
-            }
+            const vf ratio = s.det_orig / det;
+            const vi unclamped = ratio > 0.0f;
+            const vf v_ratio = load_rows(gcomp + i, 1, count) * 0.5f / lane_sqrt(ratio), v_det_orig = v_ratio / det;
+            v_det = unclamped ? v_det - v_ratio * ratio / det : v_det;
+            v_cxx = unclamped ? v_cxx + v_det_orig * s.cyy : v_cxx;
+            v_cyy = unclamped ? v_cyy + v_det_orig * s.cxx : v_cyy;
+            v_cxy = unclamped ? v_cxy - 2.0f * v_det_orig * s.cxy : v_cxy;
           }
           v_cxx += v_det * cyy, v_cyy += v_det * cxx, v_cxy -= 2.0f * v_det * s.cxy;
           // cov2d = H H^T
-          float v_H[2][3];
+          vf v_H[2][3];
           for (int j = 0; j < 3; ++j) {
             v_H[0][j] = 2.0f * v_cxx * s.H[0][j] + v_cxy * s.H[1][j];
             v_H[1][j] = 2.0f * v_cyy * s.H[1][j] + v_cxy * s.H[0][j];
           }
           // H = T M, M = R(q) S
-          float v_R[3][3];
+          vf v_R[3][3], v_S[3] = {};
           for (int a = 0; a < 3; ++a) {
             for (int b = 0; b < 3; ++b) {
-              const float v_M = s.T[0][a] * v_H[0][b] + s.T[1][a] * v_H[1][b];
-              vs[3 * n + b] += v_M * s.Rq[a][b];
-              v_R[a][b] = v_M * sc[3 * n + b];
+              const vf v_M = s.T[0][a] * v_H[0][b] + s.T[1][a] * v_H[1][b];
+              v_S[b] += v_M * s.Rq[a][b];
+              v_R[a][b] = v_M * g.scale[b];
             }
           }
-          quaternion_backward(s.q, s.qnorm, v_R, vq + 4 * n);
+          vf v_q[4] = {};
+          quaternion_backward(s.q, s.qnorm, v_R, v_q);
+          for (int j = 0; j < 3; ++j) v_scale[j] = drawn ? v_scale[j] + v_S[j] : v_scale[j];
+          for (int j = 0; j < 4; ++j) v_quat[j] = drawn ? v_quat[j] + v_q[j] : v_quat[j];
           // H = T M gives T's gradient; T = J R_w2c, and only J depends on the Gaussian
-          float v_T[2][3], v_J[2][3];
+          vf v_T[2][3], v_J[2][3];
           for (int a = 0; a < 2; ++a) {
             for (int b = 0; b < 3; ++b) v_T[a][b] = v_H[a][0] * s.M[b][0] + v_H[a][1] * s.M[b][1] + v_H[a][2] * s.M[b][2];
           }
@@ -253,22 +284,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
             for (int b = 0; b < 3; ++b) v_J[a][b] = v_T[a][0] * cam.R[b][0] + v_T[a][1] * cam.R[b][1] + v_T[a][2] * cam.R[b][2];
           }
           // J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]], tx = z clamp(x/z): x unless clamped, else z * bound
-          const float z2 = z * z, z3 = z2 * z;
-          float v_z = -v_J[0][0] * cam.fx / z2 + 2.0f * v_J[0][2] * cam.fx * s.tx / z3 - v_J[1][1] * cam.fy / z2 +
-                      2.0f * v_J[1][2] * cam.fy * s.ty / z3;
-          const float v_tx = -v_J[0][2] * cam.fx / z2, v_ty = -v_J[1][2] * cam.fy / z2;
-          if (s.clamped_x) v_z += v_tx * s.tx / z; else v_p[0] += v_tx;
-          if (s.clamped_y) v_z += v_ty * s.ty / z; else v_p[1] += v_ty;
+          const vf z2 = z * z, z3 = z2 * z;
+          vf v_z = -v_J[0][0] * cam.fx / z2 + 2.0f * v_J[0][2] * cam.fx * s.tx / z3 - v_J[1][1] * cam.fy / z2 +
+                   2.0f * v_J[1][2] * cam.fy * s.ty / z3;
+          const vf v_tx = -v_J[0][2] * cam.fx / z2, v_ty = -v_J[1][2] * cam.fy / z2;
+          v_z = s.clamped_x ? v_z + v_tx * s.tx / z : v_z;
+          v_z = s.clamped_y ? v_z + v_ty * s.ty / z : v_z;
+          vf v_x = s.clamped_x ? vf{} : vf{} + v_tx, v_y = s.clamped_y ? vf{} : vf{} + v_ty;
           if (g2d) {  // u = fx x / z + cx, v = fy y / z + cy
-            const float vu = g2d[2 * i], vv = g2d[2 * i + 1];
-            v_p[0] += vu * cam.fx / z, v_p[1] += vv * cam.fy / z;
+            const vf vu = load_rows(g2d + 2 * i, 2, count), vv = load_rows(g2d + 2 * i + 1, 2, count);
+            v_x += vu * cam.fx / z, v_y += vv * cam.fy / z;
             v_z -= (vu * cam.fx * s.p[0] + vv * cam.fy * s.p[1]) / z2;
           }
-          if (s.in_depth) v_p[2] += v_z;  // outside the range z was a constant
+          v_p[0] = drawn ? v_x : vf{}, v_p[1] = drawn ? v_y : vf{};
+          v_p[2] = drawn & s.in_depth ? v_depth + v_z : v_depth;  // outside the range z was a constant
         }
         // p = R_w2c mean + t
-        for (int j = 0; j < 3; ++j) vm[3 * n + j] += cam.R[0][j] * v_p[0] + cam.R[1][j] * v_p[1] + cam.R[2][j] * v_p[2];
+        for (int j = 0; j < 3; ++j) v_mean[j] += cam.R[0][j] * v_p[0] + cam.R[1][j] * v_p[1] + cam.R[2][j] * v_p[2];
       }
+      for (int j = 0; j < 3; ++j) store_rows(vm + 3 * n + j, 3, count, v_mean[j]);
+      for (int j = 0; j < 4; ++j) store_rows(vq + 4 * n + j, 4, count, v_quat[j]);
+      for (int j = 0; j < 3; ++j) store_rows(vs + 3 * n + j, 3, count, v_scale[j]);
     }
   });
   return {v_means, v_quats, v_scales};

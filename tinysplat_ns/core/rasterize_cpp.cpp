@@ -14,7 +14,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
-#include <immintrin.h>
+#include "lanes.h"
 
 #include <cmath>
 #include <cstdint>
@@ -30,24 +30,7 @@ constexpr float ALPHA_MIN = 1.0f / 255.0f;
 constexpr float T_MIN = 1e-4f;
 constexpr int MAX_TILE = 16;
 
-// Eight pixels at a time in GCC/Clang vector types: the compiler's auto-vectoriser gives up on these
-// loops' selects without -ffast-math, which would also drop the NaN propagation the trainer's
-// divergence check relies on. Comparisons give lane masks (-1 / 0); `mask ? a : b` selects per lane.
-#ifndef TINYSPLAT_LANES
-#define TINYSPLAT_LANES 8
-#endif
-constexpr int LANES = TINYSPLAT_LANES;  // 16 where the build has AVX-512
-// Where a vector of LANES floats is one AVX-512 or AVX register, a few steps use its instructions directly.
-#if defined(__AVX512F__) && TINYSPLAT_LANES == 16
-#define TINYSPLAT_AVX512 1
-#elif defined(__AVX__) && TINYSPLAT_LANES == 8
-#define TINYSPLAT_AVX 1
-#endif
 constexpr int MAX_VECTORS = MAX_TILE * MAX_TILE / LANES;
-typedef float vf __attribute__((vector_size(4 * LANES)));
-typedef int32_t vi __attribute__((vector_size(4 * LANES)));
-
-inline vf splat(float x) { return vf{} + x; }
 
 // The lane sums of many vectors at once: each step adds the halves of two vectors into one (lanes
 // [0, B) of each 2B-lane group from x, [B, 2B) from y), LANES - 1 steps of two shuffles and an add
@@ -84,20 +67,6 @@ inline void add_lane_sums(float* row, const vf (&sums)[K]) {
     fold_halves<LANES / 2>(v);
     for (int l = 0; l < LANES && k0 + l < K; ++l) row[k0 + l] += v[0][l];
   }
-}
-
-// Whether any lane of a lane mask is set: one or two instructions where the vector unit has them.
-inline bool any_lane(vi mask) {
-#ifdef TINYSPLAT_AVX512
-  const __m512i m = reinterpret_cast<const __m512i&>(mask);
-  return _mm512_test_epi32_mask(m, m) != 0;
-#elif defined(TINYSPLAT_AVX)
-  return _mm256_movemask_ps(reinterpret_cast<const __m256&>(mask)) != 0;
-#else
-  for (int l = 0; l < LANES; ++l)
-    if (mask[l]) return true;
-  return false;
-#endif
 }
 
 // exp(x) for x <= 0, lane by lane: Cody-Waite reduction to [-ln2/2, ln2/2], Cephes' degree-5
