@@ -128,7 +128,7 @@ def compiled_kernels(g, camera):
     _, alpha, last, t_final = ops.rasterize_forward(*gaussians, None, *plan_args)
     v_image, v_alpha = torch.ones(height, width, 3), torch.ones_like(alpha)
     forward = timed(lambda: ops.rasterize_forward(*gaussians, None, *plan_args), repeat=9)
-    backward = timed(lambda: ops.rasterize_backward(*gaussians, None, *plan_args, last, t_final, v_image, v_alpha), repeat=9)
+    backward = timed(lambda: ops.rasterize_backward(*gaussians, None, *plan_args, last, t_final, v_image, v_alpha, False), repeat=9)
     ts = plan.tile_size
     padded = torch.nn.functional.pad(last, (0, plan.tiles_x * ts - width, 0, plan.tiles_y * ts - height))
     per_tile = padded.reshape(plan.tiles_y, ts, plan.tiles_x, ts).amax((1, 3))

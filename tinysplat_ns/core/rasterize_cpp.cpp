@@ -249,13 +249,16 @@ void forward(const Plan& plan, const Gaussians& g, const float* background, floa
   });
 }
 
-// Gradients per Gaussian, one row each: mean x, mean y, conic a, b, c, opacity, D colours,
-// |d mean x|, |d mean y|; each worker adds into its own copy, v_rows [workers, N, 8 + D].
-template <int D>
+constexpr int backward_row_size(int64_t D, bool with_absgrad) { return 6 + D + (with_absgrad ? 2 : 0); }
+
+// Gradients per Gaussian, one row each: mean x, mean y, conic a, b, c, opacity, D colours and,
+// WithAbsgrad, |d mean x|, |d mean y|; each worker adds into its own copy, v_rows [workers, N, K].
+// Without the absolute sums (gsplat's default) the accumulators fit the AVX registers better.
+template <int D, bool WithAbsgrad>
 void backward(const Plan& plan, const Gaussians& g, const float* background, const int32_t* last_img,
               const float* t_final_img, const float* v_image, const float* v_alpha_img, int64_t n_gaussians,
               float* v_rows) {
-  constexpr int K = 8 + D;
+  constexpr int K = backward_row_size(D, WithAbsgrad);
   for_each_tile(plan.n_tiles, [&](int64_t t, int64_t worker) {
     const TilePixels pix(plan, plan.tile_ids[t]);
     const int V = pix.vectors;
@@ -316,12 +319,14 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
         const vf v_mx = -(gs.a * dx + gs.b * dy) * v_sigma, v_my = -(gs.b * dx + gs.c * dy) * v_sigma;
         s_mx += v_mx;
         s_my += v_my;
-        s_absx += v_mx < 0.0f ? -v_mx : v_mx;
-        s_absy += v_my < 0.0f ? -v_my : v_my;
+        if constexpr (WithAbsgrad) {
+          s_absx += v_mx < 0.0f ? -v_mx : v_mx;
+          s_absy += v_my < 0.0f ? -v_my : v_my;
+        }
       }
       vf sums[K] = {s_mx, s_my, s_a, s_b, s_c, s_o};
       for (int d = 0; d < D; ++d) sums[6 + d] = s_col[d];
-      sums[6 + D] = s_absx, sums[7 + D] = s_absy;
+      if constexpr (WithAbsgrad) sums[6 + D] = s_absx, sums[7 + D] = s_absy;
       add_lane_sums<K>(v_rows + (worker * n_gaussians + gid) * K, sums);
     }
   });
@@ -388,7 +393,7 @@ struct DrawnRect {
 // fn(tile, id) for each tile of each Gaussian in [first, last). Its own function, with the pointers fn
 // needs copied into it: inside plan_tiles' lambdas the compiler kept the loop's counters on the stack.
 template <typename Fn>
-inline void for_each_tile(const DrawnRect* first, const DrawnRect* last, int64_t tiles_x, Fn fn) {
+inline void for_each_tile_of(const DrawnRect* first, const DrawnRect* last, int64_t tiles_x, Fn fn) {
   for (const DrawnRect* d = first; d < last; ++d) {
     const DrawnRect r = *d;
     for (int64_t ty = r.y0; ty < r.y0 + r.ny; ++ty)
@@ -454,7 +459,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   std::vector<int64_t> slots(workers * n_tiles, 0);  // each worker's count per tile, then its first slot
   for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t* __restrict count = &slots[w * n_tiles];
-    for_each_tile(drawn.data() + begin, drawn.data() + end, tiles_x, [count](int64_t t, int32_t) { ++count[t]; });
+    for_each_tile_of(drawn.data() + begin, drawn.data() + end, tiles_x, [count](int64_t t, int32_t) { ++count[t]; });
   });
   auto i64 = depths.options().dtype(at::kLong);
   at::Tensor per_tile = at::zeros({n_tiles}, i64);
@@ -465,7 +470,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   int32_t* __restrict out = isect_gids.data_ptr<int32_t>();
   for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t* __restrict slot = &slots[w * n_tiles];
-    for_each_tile(drawn.data() + begin, drawn.data() + end, tiles_x,
+    for_each_tile_of(drawn.data() + begin, drawn.data() + end, tiles_x,
                   [slot, out](int64_t t, int32_t id) { out[slot[t]++] = id; });
   });
   return {per_tile, isect_gids};
@@ -537,7 +542,7 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& conic
                               const at::Tensor& tile_ids, const at::Tensor& tile_start, const at::Tensor& tile_count,
                               const at::Tensor& isect_gids, int64_t width, int64_t height, int64_t tile_size,
                               const at::Tensor& last, const at::Tensor& t_final, const at::Tensor& v_image,
-                              const at::Tensor& v_alpha) {
+                              const at::Tensor& v_alpha, bool absgrad) {
   const Plan plan = make_plan(tile_ids, tile_start, tile_count, isect_gids, width, height, tile_size);
   const Gaussians g = make_gaussians(means2d, conics, colors, opacities);
   const int64_t D = colors.size(1);
@@ -547,9 +552,13 @@ at::Tensor rasterize_backward(const at::Tensor& means2d, const at::Tensor& conic
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous(), "image gradients must be contiguous float32");
   }
   const int64_t N = means2d.size(0);
-  at::Tensor v_rows = at::zeros({tile_workers(plan.n_tiles), N, 8 + D}, means2d.options());
-  DISPATCH_CHANNELS(D, backward<kD>(plan, g, bg, last.data_ptr<int32_t>(), t_final.data_ptr<float>(),
-                                    v_image.data_ptr<float>(), v_alpha.data_ptr<float>(), N, v_rows.data_ptr<float>()));
+  at::Tensor v_rows = at::zeros({tile_workers(plan.n_tiles), N, backward_row_size(D, absgrad)}, means2d.options());
+  const auto run = [&](auto with_absgrad) {
+    DISPATCH_CHANNELS(D, backward<kD, with_absgrad()>(plan, g, bg, last.data_ptr<int32_t>(), t_final.data_ptr<float>(),
+                                                      v_image.data_ptr<float>(), v_alpha.data_ptr<float>(), N,
+                                                      v_rows.data_ptr<float>()));
+  };
+  if (absgrad) run(std::true_type{}); else run(std::false_type{});
   return v_rows.sum(0);
 }
 
@@ -563,7 +572,7 @@ TORCH_LIBRARY(tinysplat_cpu, m) {
         "int height, int tile_size) -> (Tensor, Tensor)");
   m.def("rasterize_backward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, Tensor? background, "
         "Tensor tile_ids, Tensor tile_start, Tensor tile_count, Tensor isect_gids, int width, int height, "
-        "int tile_size, Tensor last, Tensor t_final, Tensor v_image, Tensor v_alpha) -> Tensor");
+        "int tile_size, Tensor last, Tensor t_final, Tensor v_image, Tensor v_alpha, bool absgrad) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tinysplat_cpu, CPU, m) {

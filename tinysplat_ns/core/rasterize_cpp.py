@@ -127,7 +127,7 @@ class RasterizeToPixelsCpp(torch.autograd.Function):
         D = colors.shape[1]
         v_gauss = _ops().rasterize_backward(
             means2d, conics, colors, opacities, bg, *_plan_args(plan), last, t_final,
-            v_image.contiguous(), v_alpha.contiguous(),
+            v_image.contiguous(), v_alpha.contiguous(), ctx.absgrad_out is not None,
         )  # fmt: skip
         v_background = None
         if ctx.has_background and ctx.needs_input_grad[4]:
