@@ -74,6 +74,12 @@ def dense(g, camera, backward: bool, pixels_per_chunk: int = 2048):
     return rgb.detach().reshape(height, width, -1)
 
 
+def pair_floor(flops: float, exps: float) -> float:
+    """A floor for the per-pair work, in seconds: ~20 flops and one exp forward, ~40 flops and one exp
+    backward (the backward recomputes the forward's exp), at matmul speed and in-cache exp speed."""
+    return 60 / flops + 2 / exps
+
+
 def machine_limits():
     """What the cores can do at best: float32 matmul GFLOP/s, memory copy GB/s (read + write, 64 MB
     into memory already mapped: a fresh buffer's page faults cost several times the copy on these
@@ -190,10 +196,16 @@ def main():
     print(f"threads: {torch.get_num_threads()}; machine: {flops / 1e9:.0f} GFLOP/s (float32 matmul), "
           f"{copy / 1e9:.1f} GB/s (copy), {exps / 1e9:.2f} exp/ns")  # fmt: skip
     header = f"{'gaussians':>9} {'backend':>7} {'isects':>8} {'pairs':>7} {'fwd ms':>7} {'fwd+bwd ms':>10}"
-    header += f" {'ns/pair':>7} {'kernels ns/pair':>15} {'dense fwd ms':>12} {'dense f+b ms':>12} {'vs dense f+b':>12}"
+    header += f" {'ns/pair':>7} {'kernels ns/pair':>15} {'x floor':>7}"
+    header += f" {'dense fwd ms':>12} {'dense f+b ms':>12} {'vs dense f+b':>12}"
     print(header)
+    floors = []
     for n in args.sizes:
         g = scene_gaussians(n)
+        # the floor again beside each size: this machine's exp and matmul rates move by a third
+        # within minutes, and a ratio to a floor taken at another moment measures that too
+        floor_flops, _, floor_exps = machine_limits()
+        floors.append((pair_floor(floor_flops, floor_exps), floor_exps))
         dense_cols = ""
         if n <= args.dense_max:
             with torch.no_grad():
@@ -210,18 +222,18 @@ def main():
             if backend == "cpp":
                 pairs, kernel_fwd, kernel_bwd = compiled_kernels(g, camera)
                 kernels = f"{kernel_fwd / pairs * 1e9:.2f}+{kernel_bwd / pairs * 1e9:.2f}"
+                over_floor = f"{both / pairs / floors[-1][0]:.2f}x"
             else:
-                pairs, kernels = counter.pairs, ""
+                pairs, kernels, over_floor = counter.pairs, "", ""
             row += f" {pairs / 1e6:>6.1f}M {fwd * 1e3:>7.0f} {both * 1e3:>10.0f} {both / pairs * 1e9:>7.2f} {kernels:>15}"
+            row += f" {over_floor:>7}"
             if dense_cols:
                 row += dense_cols + f" {dense_both / both:>11.0f}x"
             print(row)
         if args.ops:
             print(f"{'':>9} cpp ops: {op_split(g, camera)}")
-    # A floor for the per-pair work: ~20 flops and one exp forward, ~40 flops and one exp backward
-    # (the backward recomputes the forward's exp), at matmul speed and in-cache exp speed.
-    floor = 60 / flops + 2 / exps
-    print(f"compute floor: {floor * 1e9:.2f} ns per pair, forward+backward ({2 / exps * 1e9:.2f} of it exp)")
+    print("compute floor, forward+backward, measured before each size: " + ", ".join(
+        f"{floor * 1e9:.2f} ns per pair ({2 / e * 1e9:.2f} of it exp)" for floor, e in floors))
     print(f"PyTorch kernels compiled: {rasterize_torch._wave_forward.compiled is not None}; tile size 8, chunk 32")
 
 
