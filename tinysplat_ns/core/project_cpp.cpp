@@ -1,9 +1,9 @@
 // The per-Gaussian half of TinySplat's compiled CPU path, built into the same library as
 // rasterize_cpp.cpp: the EWA projection of projection.py and the SH colours of sh.py, forward and
-// hand-derived backward over ATen's threads: the projection LANES Gaussians at a time, one to a
-// vector lane (lanes.h), the SH one Gaussian at a time. In PyTorch these were a few dozen
-// elementwise kernels over [C, N] tensors each way, and at 200k Gaussians they cost more than the
-// compositing itself (docs/benchmarks.md).
+// hand-derived backward over ATen's threads: the projection and the SH colours LANES Gaussians at a
+// time, one to a vector lane (lanes.h), the SH gradients one Gaussian at a time. In PyTorch these
+// were a few dozen elementwise kernels over [C, N] tensors each way, and at 200k Gaussians they cost
+// more than the compositing itself (docs/benchmarks.md).
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -318,35 +318,36 @@ constexpr float C3[7] = {-0.5900435899266435f, 2.890611442640554f, -0.4570457994
                          -0.4570457994644658f, 1.445305721320277f, -0.5900435899266435f};
 
 // The real SH basis up to `degree` at the unit direction (x, y, z) into b and, WithGradient, its
-// derivatives d/dx, d/dy, d/dz into d; returns the number of functions. Each function is written
-// straight to its place (an intermediate table of all 64 values was zero-filled and copied per call).
-template <bool WithGradient>
-int sh_basis(int degree, float x, float y, float z, float* b, float (*d)[3]) {
-  const float xx = x * x, yy = y * y, zz = z * z;
-  auto put = [&](int k, float value, float dx, float dy, float dz) {
+// derivatives d/dx, d/dy, d/dz into d; returns the number of functions. T is float (one Gaussian) or
+// vf (one to a lane). Each function is written straight to its place (an intermediate table of all 64
+// values was zero-filled and copied per call).
+template <bool WithGradient, typename T>
+int sh_basis(int degree, T x, T y, T z, T* b, T (*d)[3]) {
+  const T xx = x * x, yy = y * y, zz = z * z, zero{};
+  auto put = [&](int k, T value, T dx, T dy, T dz) {
     b[k] = value;
     if constexpr (WithGradient) d[k][0] = dx, d[k][1] = dy, d[k][2] = dz;
   };
-  put(0, C0, 0, 0, 0);
+  put(0, zero + C0, zero, zero, zero);
   if (degree < 1) return 1;
-  put(1, -C1 * y, 0, -C1, 0);
-  put(2, C1 * z, 0, 0, C1);
-  put(3, -C1 * x, -C1, 0, 0);
+  put(1, -C1 * y, zero, zero - C1, zero);
+  put(2, C1 * z, zero, zero, zero + C1);
+  put(3, -C1 * x, zero - C1, zero, zero);
   if (degree < 2) return 4;
-  put(4, C2[0] * x * y, C2[0] * y, C2[0] * x, 0);
-  put(5, C2[1] * y * z, 0, C2[1] * z, C2[1] * y);
+  put(4, C2[0] * x * y, C2[0] * y, C2[0] * x, zero);
+  put(5, C2[1] * y * z, zero, C2[1] * z, C2[1] * y);
   put(6, C2[2] * (2 * zz - xx - yy), -2 * C2[2] * x, -2 * C2[2] * y, 4 * C2[2] * z);
-  put(7, C2[3] * x * z, C2[3] * z, 0, C2[3] * x);
-  put(8, C2[4] * (xx - yy), 2 * C2[4] * x, -2 * C2[4] * y, 0);
+  put(7, C2[3] * x * z, C2[3] * z, zero, C2[3] * x);
+  put(8, C2[4] * (xx - yy), 2 * C2[4] * x, -2 * C2[4] * y, zero);
   if (degree < 3) return 9;
-  put(9, C3[0] * y * (3 * xx - yy), C3[0] * 6 * x * y, C3[0] * 3 * (xx - yy), 0);
+  put(9, C3[0] * y * (3 * xx - yy), C3[0] * 6 * x * y, C3[0] * 3 * (xx - yy), zero);
   put(10, C3[1] * x * y * z, C3[1] * y * z, C3[1] * x * z, C3[1] * x * y);
   put(11, C3[2] * y * (4 * zz - xx - yy), C3[2] * -2 * x * y, C3[2] * (4 * zz - xx - 3 * yy), C3[2] * 8 * y * z);
   put(12, C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[3] * -6 * x * z, C3[3] * -6 * y * z,
       C3[3] * (6 * zz - 3 * xx - 3 * yy));
   put(13, C3[4] * x * (4 * zz - xx - yy), C3[4] * (4 * zz - 3 * xx - yy), C3[4] * -2 * x * y, C3[4] * 8 * x * z);
   put(14, C3[5] * z * (xx - yy), C3[5] * 2 * x * z, C3[5] * -2 * y * z, C3[5] * (xx - yy));
-  put(15, C3[6] * x * (xx - 3 * yy), C3[6] * 3 * (xx - yy), C3[6] * -6 * x * y, 0);
+  put(15, C3[6] * x * (xx - 3 * yy), C3[6] * 3 * (xx - yy), C3[6] * -6 * x * y, zero);
   return 16;
 }
 
@@ -370,24 +371,30 @@ void check_sh(const at::Tensor& means, const at::Tensor& campos, const at::Tenso
               "SH coefficients must be [N, K, 3] with K >= (degree + 1)^2");
 }
 
-// max(0, SH colour + 0.5) [C, N, 3] of each Gaussian seen from each camera centre campos [C, 3]
+// max(0, SH colour + 0.5) [C, N, 3] of each Gaussian seen from each camera centre campos [C, 3],
+// LANES Gaussians at a time, one to a lane: their coefficients' rows are gathered a column at a time
+// (one Gaussian at a time, each colour was a chain of 16 dependent multiply-adds)
 at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor& campos, const at::Tensor& coeffs) {
   check_sh(means, campos, coeffs, degree);
   const int64_t N = means.size(0), C = campos.size(0), K = coeffs.size(1);
   at::Tensor colors = at::empty({C, N, 3}, means.options());
   const float *m = means.data_ptr<float>(), *cp = campos.data_ptr<float>(), *sh = coeffs.data_ptr<float>();
   float* out = colors.data_ptr<float>();
+  const int row = static_cast<int>(3 * K);
   at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
-    float b[16];
     for (int64_t c = 0; c < C; ++c) {
-      for (int64_t n = begin; n < end; ++n) {
-        const Direction dir(m + 3 * n, cp + 3 * c);
-        const int nb = sh_basis<false>(degree, dir.unit[0], dir.unit[1], dir.unit[2], b, nullptr);
-        const float* g = sh + n * K * 3;
-        float sum[3] = {0.0f, 0.0f, 0.0f};  // three chains of additions side by side, not one after another
+      for (int64_t n = begin; n < end; n += LANES) {
+        const int count = static_cast<int>(std::min<int64_t>(LANES, end - n));
+        vf raw[3];
+        for (int j = 0; j < 3; ++j) raw[j] = load_rows(m + 3 * n + j, 3, count) - cp[3 * c + j];
+        const vf norm = lane_max(lane_sqrt(raw[0] * raw[0] + raw[1] * raw[1] + raw[2] * raw[2]), splat(1e-12f));
+        vf b[16];
+        const int nb = sh_basis<false, vf>(degree, raw[0] / norm, raw[1] / norm, raw[2] / norm, b, nullptr);
+        const float* g = sh + n * row;
+        vf sum[3] = {};
         for (int k = 0; k < nb; ++k)
-          for (int ch = 0; ch < 3; ++ch) sum[ch] += b[k] * g[3 * k + ch];
-        for (int ch = 0; ch < 3; ++ch) out[3 * (c * N + n) + ch] = std::max(sum[ch] + 0.5f, 0.0f);
+          for (int ch = 0; ch < 3; ++ch) sum[ch] += b[k] * load_rows(g + 3 * k + ch, row, count);
+        for (int ch = 0; ch < 3; ++ch) store_rows(out + 3 * (c * N + n) + ch, 3, count, lane_max(sum[ch] + 0.5f, vf{}));
       }
     }
   });
