@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <utility>
 
 #ifndef TINYSPLAT_LANES
 #define TINYSPLAT_LANES 8
@@ -85,4 +87,83 @@ inline vi load_rows(const int32_t* p, int stride, int count) { return gather_row
 template <typename T, typename V>
 inline void store_rows(T* p, int stride, int count, V v) {
   for (int l = 0; l < count; ++l) p[stride * l] = v[l];
+}
+
+// Where element q of LANES rows of S values, laid end to end, sits: vector q / LANES, lane q % LANES.
+// The shuffles below move a whole block of rows between that layout and S columns, one lane per row:
+// S loads or stores and a few shuffles, where a lane at a time took a load or store per value.
+template <int S, int J, int M, int... L>
+inline vf column_part(vf acc, vf next, std::integer_sequence<int, L...>) {
+  // column J's lanes that lie in vector M come from next; M == 1: those in vector 0 from acc (vector 0
+  // itself), by position; M > 1: acc's lanes are already in place
+  return __builtin_shufflevector(
+      acc, next,
+      ((L * S + J) / LANES == M ? (L * S + J) % LANES + LANES : M == 1 ? (L * S + J) % LANES : L)...);
+}
+
+template <int S, int M, int J, int... E>
+inline vf row_part(vf acc, vf column, std::integer_sequence<int, E...>) {
+  // vector M's lanes whose value is of column J come from lane (M LANES + E) / S of that column;
+  // J == 1: those of column 0 from acc (column 0 itself), the same lane
+  return __builtin_shufflevector(
+      acc, column,
+      ((M * LANES + E) % S == J ? (M * LANES + E) / S + LANES
+       : J == 1                 ? ((M * LANES + E) % S == 0 ? (M * LANES + E) / S : 0)
+                                : E)...);
+}
+
+// Column J of S rows vectors: column_part for vectors 1 .. S - 1 in turn.
+template <int S, int J, int M = 1>
+inline vf column_of(const vf* rows, vf acc) {
+  acc = column_part<S, J, M>(acc, rows[M], std::make_integer_sequence<int, LANES>{});
+  if constexpr (M + 1 < S) return column_of<S, J, M + 1>(rows, acc);
+  return acc;
+}
+
+// Row vector M of S columns: row_part for columns 1 .. S - 1 in turn.
+template <int S, int M, int J = 1>
+inline vf row_of(const vf* columns, vf acc) {
+  acc = row_part<S, M, J>(acc, columns[J], std::make_integer_sequence<int, LANES>{});
+  if constexpr (J + 1 < S) return row_of<S, M, J + 1>(columns, acc);
+  return acc;
+}
+
+template <int S, int J = 0>
+inline void columns_of(const vf* rows, vf* columns) {
+  columns[J] = column_of<S, J>(rows, rows[0]);
+  if constexpr (J + 1 < S) columns_of<S, J + 1>(rows, columns);
+}
+
+template <int S, int M = 0>
+inline void rows_of(const vf* columns, vf* rows) {
+  rows[M] = row_of<S, M>(columns, columns[0]);
+  if constexpr (M + 1 < S) rows_of<S, M + 1>(columns, rows);
+}
+
+// columns[j] lane l = p[S l + j] for l < count, 0 past it: count rows of S floats
+template <int S>
+inline void load_columns(const float* p, int count, vf (&columns)[S]) {
+  if constexpr (S > 1) {
+    if (count == LANES) {
+      vf rows[S];
+      std::memcpy(rows, p, sizeof rows);
+      columns_of<S>(rows, columns);
+      return;
+    }
+  }
+  for (int j = 0; j < S; ++j) columns[j] = load_rows(p + j, S, count);
+}
+
+// p[S l + j] = columns[j] lane l, for l < count
+template <int S>
+inline void store_columns(float* p, int count, const vf (&columns)[S]) {
+  if constexpr (S > 1) {
+    if (count == LANES) {
+      vf rows[S];
+      rows_of<S>(columns, rows);
+      std::memcpy(p, rows, sizeof rows);
+      return;
+    }
+  }
+  for (int j = 0; j < S; ++j) store_rows(p + j, S, count, columns[j]);
 }

@@ -83,9 +83,9 @@ struct GaussianLanes {
   vf mean[3], quat[4], scale[3];
 
   GaussianLanes(const float* means, const float* quats, const float* scales, int64_t first, int count) {
-    for (int j = 0; j < 3; ++j) mean[j] = load_rows(means + 3 * first + j, 3, count);
-    for (int j = 0; j < 4; ++j) quat[j] = load_rows(quats + 4 * first + j, 4, count);
-    for (int j = 0; j < 3; ++j) scale[j] = load_rows(scales + 3 * first + j, 3, count);
+    load_columns(means + 3 * first, count, mean);
+    load_columns(quats + 4 * first, count, quat);
+    load_columns(scales + 3 * first, count, scale);
   }
 };
 
@@ -170,13 +170,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_f
         const Projected s = project_lanes(cam, GaussianLanes(m, q, sc, n, count), eps, near_plane, far_plane);
         const int64_t i = c * N + n;
         const vf det_safe = s.valid ? s.det : splat(1.0f), cxx = s.cxx + eps, cyy = s.cyy + eps;
-        store_rows(out_conic + 3 * i, 3, count, cyy / det_safe);
-        store_rows(out_conic + 3 * i + 1, 3, count, -s.cxy / det_safe);
-        store_rows(out_conic + 3 * i + 2, 3, count, cxx / det_safe);
+        store_columns(out_conic + 3 * i, count, {cyy / det_safe, -s.cxy / det_safe, cxx / det_safe});
         if (out_comp) store_rows(out_comp + i, 1, count, lane_sqrt(lane_max(s.det_orig / det_safe, vf{})));
         const vf u = cam.fx * s.p[0] / s.z + cam.cx, v = cam.fy * s.p[1] / s.z + cam.cy;
-        store_rows(out2d + 2 * i, 2, count, u);
-        store_rows(out2d + 2 * i + 1, 2, count, v);
+        store_columns(out2d + 2 * i, count, {u, v});
         store_rows(out_depth + i, 1, count, s.p[2]);
         const vf mid = 0.5f * (cxx + cyy);
         const vf radius = lane_ceil(3.0f * lane_sqrt(mid + lane_sqrt(lane_max(mid * mid - s.det, splat(0.01f)))));
@@ -241,8 +238,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
           // conic = (cyy, -cxy, cxx) / det, with det = cxx cyy - cxy^2 after eps2d
           vf v_cxx{}, v_cxy{}, v_cyy{}, v_det{};
           if (gconic) {
-            const vf va = load_rows(gconic + 3 * i, 3, count), vb = load_rows(gconic + 3 * i + 1, 3, count),
-                     vc = load_rows(gconic + 3 * i + 2, 3, count);
+            vf v_conic[3];
+            load_columns(gconic + 3 * i, count, v_conic);
+            const vf va = v_conic[0], vb = v_conic[1], vc = v_conic[2];
             v_det -= (va * cyy - vb * s.cxy + vc * cxx) / (det * det);
             v_cxx += vc / det, v_cyy += va / det, v_cxy -= vb / det;
           }
@@ -292,7 +290,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
           v_z = s.clamped_y ? v_z + v_ty * s.ty / z : v_z;
           vf v_x = s.clamped_x ? vf{} : vf{} + v_tx, v_y = s.clamped_y ? vf{} : vf{} + v_ty;
           if (g2d) {  // u = fx x / z + cx, v = fy y / z + cy
-            const vf vu = load_rows(g2d + 2 * i, 2, count), vv = load_rows(g2d + 2 * i + 1, 2, count);
+            vf v_uv[2];
+            load_columns(g2d + 2 * i, count, v_uv);
+            const vf vu = v_uv[0], vv = v_uv[1];
             v_x += vu * cam.fx / z, v_y += vv * cam.fy / z;
             v_z -= (vu * cam.fx * s.p[0] + vv * cam.fy * s.p[1]) / z2;
           }
@@ -302,9 +302,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
         // p = R_w2c mean + t
         for (int j = 0; j < 3; ++j) v_mean[j] += cam.R[0][j] * v_p[0] + cam.R[1][j] * v_p[1] + cam.R[2][j] * v_p[2];
       }
-      for (int j = 0; j < 3; ++j) store_rows(vm + 3 * n + j, 3, count, v_mean[j]);
-      for (int j = 0; j < 4; ++j) store_rows(vq + 4 * n + j, 4, count, v_quat[j]);
-      for (int j = 0; j < 3; ++j) store_rows(vs + 3 * n + j, 3, count, v_scale[j]);
+      store_columns(vm + 3 * n, count, v_mean);
+      store_columns(vq + 4 * n, count, v_quat);
+      store_columns(vs + 3 * n, count, v_scale);
     }
   });
   return {v_means, v_quats, v_scales};
@@ -386,7 +386,8 @@ at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor&
       for (int64_t n = begin; n < end; n += LANES) {
         const int count = static_cast<int>(std::min<int64_t>(LANES, end - n));
         vf raw[3];
-        for (int j = 0; j < 3; ++j) raw[j] = load_rows(m + 3 * n + j, 3, count) - cp[3 * c + j];
+        load_columns(m + 3 * n, count, raw);
+        for (int j = 0; j < 3; ++j) raw[j] -= cp[3 * c + j];
         const vf norm = lane_max(lane_sqrt(raw[0] * raw[0] + raw[1] * raw[1] + raw[2] * raw[2]), splat(1e-12f));
         vf b[16];
         const int nb = sh_basis<false, vf>(degree, raw[0] / norm, raw[1] / norm, raw[2] / norm, b, nullptr);
@@ -394,7 +395,8 @@ at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor&
         vf sum[3] = {};
         for (int k = 0; k < nb; ++k)
           for (int ch = 0; ch < 3; ++ch) sum[ch] += b[k] * load_rows(g + 3 * k + ch, row, count);
-        for (int ch = 0; ch < 3; ++ch) store_rows(out + 3 * (c * N + n) + ch, 3, count, lane_max(sum[ch] + 0.5f, vf{}));
+        for (int ch = 0; ch < 3; ++ch) sum[ch] = lane_max(sum[ch] + 0.5f, vf{});
+        store_columns(out + 3 * (c * N + n), count, sum);
       }
     }
   });
