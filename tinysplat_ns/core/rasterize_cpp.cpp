@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -353,6 +354,27 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
   });
 }
 
+// The allocator of the tile plan's scratch arrays: a vector of n elements leaves them uninitialised
+// (default-initialised), not zero-filled. Each array is written whole before it is read, and at 200k
+// Gaussians zero-filling them first was a pass over 25 MB.
+template <typename T>
+struct Uninitialized : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = Uninitialized<U>;
+  };
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+template <typename T>
+using Scratch = std::vector<T, Uninitialized<T>>;
+
 // Worker w of `workers` takes items [w n / workers, (w + 1) n / workers): contiguous pieces in order,
 // so what the workers write one after another comes out as one pass in order would write it.
 template <typename Fn>
@@ -381,7 +403,7 @@ int64_t worker_offsets(std::vector<int64_t>& counts, int64_t workers, int64_t bu
 // floats sort as the floats do), several times faster than torch.argsort here; each pass's counts
 // and scatter split among the workers, and a pass whose byte all keys share skipped (the top byte,
 // the sign and the exponent's high seven bits, is one value for all depths in [2, 8), for one).
-std::vector<int32_t> drawn_by_depth(const std::vector<int32_t>& rect, const float* depths, int64_t workers) {
+Scratch<int32_t> drawn_by_depth(const Scratch<int32_t>& rect, const float* depths, int64_t workers) {
   const int64_t N = static_cast<int64_t>(rect.size() / 4);
   std::vector<int64_t> slots(workers * 256);
   for_each_piece(N, workers, [&](int64_t w, int64_t begin, int64_t end) {
@@ -390,8 +412,8 @@ std::vector<int32_t> drawn_by_depth(const std::vector<int32_t>& rect, const floa
     slots[w] = drawn;
   });
   const int64_t n = worker_offsets(slots, workers, 1);
-  std::vector<int32_t> ids(n), other(n);
-  std::vector<uint32_t> keys(n), other_keys(n);
+  Scratch<int32_t> ids(n), other(n);
+  Scratch<uint32_t> keys(n), other_keys(n);
   for_each_piece(N, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t to = slots[w];
     for (int64_t i = begin; i < end; ++i) {
@@ -524,15 +546,15 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   const float* cn = conics.data_ptr<float>();
   const float* op = opacities.data_ptr<float>();
   const int32_t* rad = radii_i.data_ptr<int32_t>();
-  std::vector<int32_t> rect(4 * N);  // first tile x, y and tiles across, down; 0 across = not drawn
+  Scratch<int32_t> rect(4 * N);  // first tile x, y and tiles across, down; 0 across = not drawn
   at::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
     tile_rects(begin, end, m, cn, op, rad, width, height, tile_size, rect.data());
   });
   const int64_t workers = at::get_num_threads();
-  const std::vector<int32_t> order = drawn_by_depth(rect, depths.data_ptr<float>(), workers);
+  const Scratch<int32_t> order = drawn_by_depth(rect, depths.data_ptr<float>(), workers);
   const int64_t n_drawn = static_cast<int64_t>(order.size());
   // the drawn Gaussians' rectangles in depth order: the passes below read them in turn, not at random
-  std::vector<DrawnRect> drawn(n_drawn);
+  Scratch<DrawnRect> drawn(n_drawn);
   at::parallel_for(0, n_drawn, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const int32_t* r = &rect[4 * order[k]];
@@ -555,7 +577,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
     isect_start[ty + 1] = isect_start[ty];
     for (int64_t w = 0; w < workers; ++w) isect_start[ty + 1] += row_isects[w * tiles_y + ty];
   }
-  std::vector<RowSpan> spans(row_start[tiles_y]);
+  Scratch<RowSpan> spans(row_start[tiles_y]);
   for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t* __restrict slot = &row_slots[w * tiles_y];
     RowSpan* __restrict to = spans.data();
