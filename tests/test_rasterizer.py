@@ -165,13 +165,13 @@ def test_cameras_in_one_call_render_as_one_by_one(backend):
         assert (grad - summed).abs().max() <= 1e-5 * summed.abs().max(), name
 
 
-@pytest.mark.parametrize("depth_range", ["projected", "2 to 8", "one depth"])
+@pytest.mark.parametrize("depth_range", ["projected", "4 to 6", "one depth"])
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])
 def test_compiled_plan_is_the_torch_plan(threads, depth_range):
     """The compiled planner (radix sort by depth, counting sort by tile row then by tile, each shared
     among `threads` workers in pieces) gives exactly the pure-PyTorch plan: the same tiles, lists and
-    order, depth ties in index order. Depths in [2, 8) share their top byte, one depth all bytes: the
-    sort skips those passes."""
+    order, depth ties in index order. Depths in [4, 6) share the top 11-bit digit of their bits (sign,
+    exponent, the mantissa's first bit), one depth all digits: the sort skips those passes."""
     from tinysplat_ns.core import rasterize_cpp, rasterize_torch
     from tinysplat_ns.core.projection import project_gaussians
 
@@ -183,8 +183,8 @@ def test_compiled_plan_is_the_torch_plan(threads, depth_range):
     )  # fmt: skip
     depths = proj.depths[0].clone()
     depths[::5] = depths[7]  # ties, which must keep their index order across the workers' pieces
-    if depth_range == "2 to 8":
-        depths = 2 + 5.99 * (depths - depths.min()) / (depths.max() - depths.min())
+    if depth_range == "4 to 6":
+        depths = 4 + 1.99 * (depths - depths.min()) / (depths.max() - depths.min())
     elif depth_range == "one depth":
         depths = torch.full_like(depths, 3.0)
     args = (proj.means2d[0], proj.conics[0], g["opacities"].float(), depths, proj.radii[0], width, height)
