@@ -261,19 +261,24 @@ def test_compiled_projection_matches_pytorch(antialiased):
         assert err < 2e-3, f"gradient of {what}: relative error {err:.3g}"
 
 
+@pytest.mark.parametrize("stored", ["16 coefficients", "the degree's"])
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
-def test_compiled_sh_colours_match_pytorch(degree):
+def test_compiled_sh_colours_match_pytorch(degree, stored):
     """project_cpp's SH colours (offset and clamped at 0 as rasterized) against sh.eval_sh in float64,
     with the gradients of the coefficients and of the means (through the view directions), from two
-    cameras; some colours are clamped."""
+    cameras; some colours are clamped. The coefficients stored for degree 3 (as models keep them: the
+    forward pass reads them in square blocks) or just the degree's (read a lane at a time), and a
+    number of Gaussians that is no whole number of vectors."""
     from tinysplat_ns.core import project_cpp
     from tinysplat_ns.core.projection import camera_centers
     from tinysplat_ns.core.sh import eval_sh
 
-    means, _, _, viewmat, _ = spread_gaussians(2000)
+    n = 2003
+    means, _, _, viewmat, _ = spread_gaussians(n)
     viewmats = torch.cat([viewmat, torch.eye(4, dtype=torch.float64)[None]])
-    coeffs = 1.5 * torch.randn(2000, 16, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    upstream = torch.randn(2, 2000, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    k = 16 if stored == "16 coefficients" else (degree + 1) ** 2
+    coeffs = 1.5 * torch.randn(n, k, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    upstream = torch.randn(2, n, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     out = {}
     for name, dtype in (("torch", torch.float64), ("cpp", torch.float32)):
         m, c = means.to(dtype).requires_grad_(), coeffs.to(dtype).requires_grad_()

@@ -167,3 +167,27 @@ inline void store_columns(float* p, int count, const vf (&columns)[S]) {
   }
   for (int j = 0; j < S; ++j) store_rows(p + j, S, count, columns[j]);
 }
+
+// One stage of a LANES x LANES transpose: of each pair of rows B apart, the sub-blocks of side B off
+// the diagonal trade places.
+template <int B, int... L>
+inline void swap_blocks(vf& a, vf& b, std::integer_sequence<int, L...>) {
+  const vf first = __builtin_shufflevector(a, b, ((L & B) ? L - B + LANES : L)...);
+  const vf second = __builtin_shufflevector(a, b, ((L & B) ? L + LANES : L + B)...);
+  a = first, b = second;
+}
+
+template <int B = LANES / 2>
+inline void transpose(vf* rows) {
+  for (int r = 0; r < LANES; ++r)
+    if ((r & B) == 0) swap_blocks<B>(rows[r], rows[r + B], std::make_integer_sequence<int, LANES>{});
+  if constexpr (B > 1) transpose<B / 2>(rows);
+}
+
+// columns[j] lane l = p[stride l + j], for j and l < LANES: a LANES x LANES block of rows `stride`
+// floats apart, by LANES loads and log2(LANES) stages of shuffles, where a lane at a time took LANES^2
+// loads
+inline void load_block(const float* p, int64_t stride, vf* columns) {
+  for (int l = 0; l < LANES; ++l) std::memcpy(&columns[l], p + stride * l, sizeof(vf));
+  transpose(columns);
+}

@@ -372,8 +372,9 @@ void check_sh(const at::Tensor& means, const at::Tensor& campos, const at::Tenso
 }
 
 // max(0, SH colour + 0.5) [C, N, 3] of each Gaussian seen from each camera centre campos [C, 3],
-// LANES Gaussians at a time, one to a lane: their coefficients' rows are gathered a column at a time
-// (one Gaussian at a time, each colour was a chain of 16 dependent multiply-adds)
+// LANES Gaussians at a time, one to a lane (one Gaussian at a time, each colour was a chain of 16
+// dependent multiply-adds): their coefficients' columns by blocks of LANES x LANES where the rows
+// divide into them (3 K a multiple of LANES: K = 16, as models keep them), else a lane at a time
 at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor& campos, const at::Tensor& coeffs) {
   check_sh(means, campos, coeffs, degree);
   const int64_t N = means.size(0), C = campos.size(0), K = coeffs.size(1);
@@ -392,9 +393,16 @@ at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor&
         vf b[16];
         const int nb = sh_basis<false, vf>(degree, raw[0] / norm, raw[1] / norm, raw[2] / norm, b, nullptr);
         const float* g = sh + n * row;
+        vf column[48];
+        const int columns = 3 * nb;
+        if (count == LANES && row % LANES == 0) {
+          for (int first = 0; first < columns; first += LANES) load_block(g + first, row, column + first);
+        } else {
+          for (int j = 0; j < columns; ++j) column[j] = load_rows(g + j, row, count);
+        }
         vf sum[3] = {};
         for (int k = 0; k < nb; ++k)
-          for (int ch = 0; ch < 3; ++ch) sum[ch] += b[k] * load_rows(g + 3 * k + ch, row, count);
+          for (int ch = 0; ch < 3; ++ch) sum[ch] += b[k] * column[3 * k + ch];
         for (int ch = 0; ch < 3; ++ch) sum[ch] = lane_max(sum[ch] + 0.5f, vf{});
         store_columns(out + 3 * (c * N + n), count, sum);
       }
