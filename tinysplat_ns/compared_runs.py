@@ -166,7 +166,10 @@ def test_views(run: ComparedRun) -> List[TestView]:
     for name, (camera, batch) in zip(run.test_names, run.pipeline.datamanager.fixed_indices_eval_dataloader):
         photo = batch["image"]
         photo = photo.float() / 255 if photo.dtype == torch.uint8 else photo.float()
-        views.append(TestView(name, camera.to("cpu"), photo[..., :3].cpu()))
+        if photo.shape[-1] == 4:  # a TinySplat run keeps photos' alpha: ns-eval sees them on its background
+            background = getattr(run.pipeline.model, "background_color", torch.ones(3)).to(photo.device)
+            photo = photo[..., :3] * photo[..., 3:] + (1 - photo[..., 3:]) * background
+        views.append(TestView(name, camera.to("cpu"), photo.cpu()))
     return views
 
 

@@ -105,6 +105,13 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
         # being viewed or evaluated ("test", "inference") gets its Gaussians from a checkpoint
         outputs = self.train_dataparser_outputs
         self.train_dataset.metadata["dataparser_transform"] = (outputs.dataparser_transform, outputs.dataparser_scale)
+        self.train_dataset.metadata["camera_extent"] = camera_extent(outputs.cameras.camera_to_worlds)
+        # Photos with alpha keep it: the model composites them onto the background it renders over
+        # (a random one each training step), not onto the dataparser's colour (Blender's white) while
+        # it renders over another. The dataparser's colour stays the background of evaluation.
+        self.train_dataset.metadata["alpha_color"] = outputs.alpha_color
+        for dataset in (self.train_dataset, self.eval_dataset):
+            dataset._dataparser_outputs.alpha_color = None
         self.train_dataset.metadata["test_mode"] = test_mode
         # Decode now, so a broken image stops the run before training starts, not in its middle.
         if test_mode == "val":  # training
@@ -125,6 +132,14 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
                 random.Random(f"{self.config.train_cameras_sampling_seed}/{epoch}").shuffle(self._epoch_views)
             self.train_unseen_cameras = [self._epoch_views[position]]
         return super().next_train(step)
+
+
+def camera_extent(camera_to_worlds: torch.Tensor) -> float:
+    """3DGS's scene extent: 1.1 times the farthest camera's distance from the cameras' mean centre
+    (its densification thresholds and position learning rate are multiples of it)."""
+    centres = camera_to_worlds[:, :3, 3].double()
+    extent = 1.1 * float((centres - centres.mean(dim=0)).norm(dim=-1).max())
+    return extent if extent > 1e-6 else 1.0  # cameras all at one place: no extent to scale by
 
 
 def check_scene_layout(dataparser) -> None:

@@ -65,6 +65,11 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     """Start from the Gaussians of a splat file instead of the SfM points: a 3DGS .ply (ours,
     ns-export's or another trainer's), a compressed .ply, an .spz, or a SOG (.sog, meta.json or its
     folder)."""
+    num_random: int = 100_000
+    """Random initial Gaussians for a scene without sparse points (3DGS's count for Blender scenes)."""
+    random_scale: Optional[float] = None
+    """Side of the cube (centred at the origin) that the random initial Gaussians fill; by default
+    they fill the dataset's scene box (Blender's [-1.5, 1.5]^3, Nerfstudio data's [-1, 1]^3)."""
     init_ply_frame: Literal["run", "data"] = "run"
     """The coordinates of --pipeline.model.init-ply: "run": a Nerfstudio run's on this dataset (what
     ns-export and tinysplat-export write); "data": the dataset's own, e.g. COLMAP's (what Inria's
@@ -156,9 +161,11 @@ class TinySplatModel(SplatfactoModel):
         self.lpips = None  # loaded on first evaluation, only from disk
         self.step = 0
         self.crop_box = None
+        alpha_color = self.kwargs["metadata"].get("alpha_color")
         if self.config.background_color == "random":
-            # the viewer's default background, used when rendering (training draws random ones)
-            self.background_color = torch.tensor([0.1490, 0.1647, 0.2157])
+            # what evaluation and the viewer render over (training draws random ones): the colour the
+            # dataset's photos with alpha are meant to be seen on (Blender's white), else the viewer's grey
+            self.background_color = alpha_color if alpha_color is not None else torch.tensor([0.1490, 0.1647, 0.2157])
         else:
             from nerfstudio.utils.colors import get_color
 
@@ -172,7 +179,10 @@ class TinySplatModel(SplatfactoModel):
             )
         self.strategy: Strategy = configured(self.config, self.config.strategy)
         self.strategy.set_budget(self.config.max_gaussians)
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        # 3DGS's scene extent from the training cameras: the strategy's size thresholds are multiples of it
+        # (the means' learning rate too: the trainer scales it)
+        self.scene_scale = float(self.kwargs["metadata"].get("camera_extent", 1.0))
+        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
         # set by the trainer when it runs in several processes: what they exchange each step
         self.collectives = Collectives()
         # the strategy's own random draws, alike in every process (the trainer gives all of them process 0's;
@@ -249,7 +259,11 @@ class TinySplatModel(SplatfactoModel):
                 f"from {self.config.num_random} random Gaussians (--pipeline.model.num-random)",
                 soft_wrap=True,
             )
-        means = (torch.rand(self.config.num_random, 3) - 0.5) * self.config.random_scale
+        if self.config.random_scale is None:
+            low, high = self.scene_box.aabb.float()
+        else:
+            low, high = torch.full((3,), -0.5 * self.config.random_scale), torch.full((3,), 0.5 * self.config.random_scale)
+        means = low + torch.rand(self.config.num_random, 3) * (high - low)
         return means, torch.rand(self.config.num_random, 3)
 
     def get_training_callbacks(
