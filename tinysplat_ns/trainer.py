@@ -8,6 +8,7 @@ each renders its own view, the gradients are averaged before the optimizer step 
 its buckets cannot follow the Gaussians' changing count), and process 0 alone serves the viewer and
 writes logs and checkpoints. What they exchange is `core/distributed.py`."""
 
+import dataclasses
 import os
 import signal
 import sys
@@ -120,6 +121,18 @@ class FiniteStepOptimizers(Optimizers):
         super().optimizer_scaler_step_some(grad_scaler, param_groups)
 
 
+def scaled_means_learning_rate(optimizers: dict, scene_scale: float) -> dict:
+    """The optimizers' config with the means' learning rate (start and end) times the scene's extent,
+    as 3DGS scales it: the configured rates are for a scene of extent 1."""
+    optimizers = optimizers.copy()
+    means = dict(optimizers["means"])
+    means["optimizer"] = dataclasses.replace(means["optimizer"], lr=means["optimizer"].lr * scene_scale)
+    if getattr(means.get("scheduler"), "lr_final", None) is not None:
+        means["scheduler"] = dataclasses.replace(means["scheduler"], lr_final=means["scheduler"].lr_final * scene_scale)
+    optimizers["means"] = means
+    return optimizers
+
+
 class TinySplatTrainer(Trainer):
     config: TinySplatTrainerConfig
 
@@ -134,7 +147,10 @@ class TinySplatTrainer(Trainer):
         super().__init__(config, local_rank, world_size)
 
     def setup_optimizers(self) -> Optimizers:
-        optimizers = FiniteStepOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
+        optimizers = FiniteStepOptimizers(
+            scaled_means_learning_rate(self.config.optimizers, self.pipeline.model.scene_scale),
+            self.pipeline.get_param_groups(),
+        )
         optimizers.collectives = self.collectives
         return optimizers
 
@@ -161,10 +177,12 @@ class TinySplatTrainer(Trainer):
         self.bad_streak = 0
         self.interrupt_requested = False
         self.interrupted = False
-        # last, after the model's own callbacks (densification): the step is complete when it runs
-        self.callbacks.append(
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._stop_if_interrupted)
-        )
+        self.save_deferred = False
+        # last, after the model's own callbacks (densification): the step is complete when they run
+        self.callbacks += [
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._save_if_deferred),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._stop_if_interrupted),
+        ]
 
     def _start_alike(self, model) -> None:
         """Every process starts from process 0's Gaussians, other parameters and random states
@@ -202,7 +220,7 @@ class TinySplatTrainer(Trainer):
     def _stop_if_interrupted(self, step: int) -> None:
         if not self.interrupted:
             return
-        path = self.save_checkpoint(step)
+        path = self.write_checkpoint(step)
         writer.write_out_storage()
         self.shutdown()
         self.collectives.barrier()  # the checkpoint is whole before any process exits
@@ -231,7 +249,7 @@ class TinySplatTrainer(Trainer):
                 f"({self.skipped_steps} so far)"
             )
         if self.bad_streak >= self.config.max_bad_steps:
-            path = self.save_checkpoint(step - self.bad_streak)  # the Gaussians are as after that step
+            path = self.write_checkpoint(step - self.bad_streak)  # the Gaussians are as after that step
             self.shutdown()
             self.collectives.barrier()
             if self.collectives.rank != 0:
@@ -244,7 +262,23 @@ class TinySplatTrainer(Trainer):
         return loss, loss_dict, metrics_dict
 
     @check_main_thread
-    def save_checkpoint(self, step: int) -> Path:
+    def save_checkpoint(self, step: int) -> None:
+        """Nerfstudio's periodic and final checkpoints. A periodic one due while the strategy has just
+        upset the Gaussians (ADC's opacity reset: they render almost transparent for some steps) is
+        written at the first step after, so that every checkpoint renders as the training does; the
+        final one never waits."""
+        if self.training_state != "completed" and self.pipeline.model.strategy.upset(step):
+            self.save_deferred = True
+            return
+        self.save_deferred = False
+        self.write_checkpoint(step)
+
+    def _save_if_deferred(self, step: int) -> None:
+        if self.save_deferred and not self.pipeline.model.strategy.upset(step):
+            self.save_checkpoint(step)
+
+    @check_main_thread
+    def write_checkpoint(self, step: int) -> Path:
         """Nerfstudio's checkpoint, written beside its final name and renamed into place, so a kill
         mid-write leaves the previous checkpoint whole and no partial one; older ones are deleted
         only after."""
