@@ -210,7 +210,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_pat
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     trainer = build_trainer(scene_dir(), tmp_path)
     train_steps(trainer, range(3))
-    first = trainer.save_checkpoint(2)
+    first = trainer.write_checkpoint(2)
     original_save = torch.save
 
     def killed_midway(state, path):
@@ -221,7 +221,7 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path, monk
     monkeypatch.setattr(torch, "save", killed_midway)
     train_steps(trainer, range(3, 5))
     with pytest.raises(KeyboardInterrupt):
-        trainer.save_checkpoint(4)
+        trainer.write_checkpoint(4)
     assert sorted(p.name for p in trainer.checkpoint_dir.iterdir()) == [first.name]
     assert torch.load(first, map_location="cpu", weights_only=True)["step"] == 2
 

@@ -217,6 +217,26 @@ def test_each_strategy_trains_the_real_scene(tmp_path, strategy):
         assert set(counts) == {start}
 
 
+def test_checkpoints_wait_until_an_opacity_reset_has_healed(tmp_path, monkeypatch):
+    """A periodic checkpoint due at or just after ADC's opacity reset (an almost transparent scene)
+    is written once the reset has healed; the final one is written whenever the run ends."""
+    from tinysplat_ns.core.strategies import adc
+
+    monkeypatch.setattr(adc, "RESET_RECOVERY_STEPS", 10)
+    trainer = build_trainer(
+        scene_dir(), tmp_path, max_num_iterations=65, steps_per_save=30, save_only_latest_checkpoint=False,
+        steps_per_eval_image=0, steps_per_eval_all_images=0,
+        pipeline__model__adc__reset_every=30, pipeline__model__adc__refine_stop_iter=62,
+    )  # fmt: skip
+    trainer.train()  # resets at steps 30 and 60; saves due at 30 and 60, and the last step, 64
+    saved = sorted(int(p.stem.split("-")[1]) for p in trainer.checkpoint_dir.glob("step-*.ckpt"))
+    assert saved == [40, 64]
+    opacities = torch.load(trainer.checkpoint_dir / "step-000000064.ckpt", map_location="cpu")["pipeline"][
+        "_model.gauss_params.opacities"
+    ]
+    assert torch.sigmoid(opacities).max() < 0.05  # the final one as the run ended: mid-reset (capped at 0.01)
+
+
 @pytest.mark.parametrize("strategy", ["adc", "mcmc", "none"])
 def test_budget_holds_for_every_strategy(tmp_path, strategy):
     budget = 6000  # below the scene's 7,840 SfM points
@@ -228,7 +248,7 @@ def test_budget_holds_for_every_strategy(tmp_path, strategy):
 
 def test_resume_mid_densification_restores_count_and_strategy_state(tmp_path):
     trainer, counts, _ = run_strategy(tmp_path / "first", "adc", 50)
-    trainer.save_checkpoint(49)
+    trainer.write_checkpoint(49)
     saved = trainer.pipeline.model
     assert counts[-1] != counts[0]  # densification has happened
     resumed = build_trainer(

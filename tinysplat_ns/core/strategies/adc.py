@@ -16,6 +16,11 @@ from gsplat.strategy.ops import reset_opa
 from tinysplat_ns.core.strategies.base import Strategy
 
 
+# Steps after an opacity reset before the Gaussians render as before it: 25-100 on the bundled scene
+# (benchmarks/opacity_reset.py, docs/benchmarks.md), with margin
+RESET_RECOVERY_STEPS = 200
+
+
 @dataclass
 class ADC(DefaultStrategy, Strategy):
     def set_budget(self, max_gaussians: int) -> None:
@@ -25,6 +30,10 @@ class ADC(DefaultStrategy, Strategy):
     @property
     def uses_absgrad(self) -> bool:
         return self.absgrad
+
+    def upset(self, step: int) -> bool:
+        last_reset = step - step % self.reset_every  # resets come at 0 < step < refine_stop_iter
+        return 0 < last_reset < self.refine_stop_iter and step - last_reset < RESET_RECOVERY_STEPS
 
     def step_post_backward(self, params, optimizers, state, step, info):
         if step == 0:

@@ -24,6 +24,12 @@ class Strategy:
     def step_post_backward(self, params, optimizers, state: Dict[str, Any], step: int, info: Dict[str, Any]) -> None:
         """After the optimizer step: add, remove or move Gaussians (and their Adam moments)."""
 
+    def upset(self, step: int) -> bool:
+        """Whether the Gaussians after `step` are still recovering from a deliberate upset of the
+        strategy's (ADC's opacity reset): they then render unlike the trained scene, so the trainer
+        writes a periodic checkpoint due then once this is False."""
+        return False
+
     def set_budget(self, max_gaussians: int) -> None:
         """Honour a hard cap on the number of Gaussians (0: none). The model also removes the
         least opaque past the cap after every step, so a strategy that ignores this stays capped."""
