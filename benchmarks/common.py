@@ -66,3 +66,35 @@ def psnr(a, b) -> float:
     """PSNR in dB of two images in [0, 1] (clamped first)."""
     mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
     return math.inf if mse == 0 else -10 * math.log10(mse)
+
+
+def method_trainer(method: str, data: Path, parser: str, out: Path, overrides=(), load_dir=None):
+    """Nerfstudio's Trainer of `method` (tinysplat or a preset) on `data` read by the dataparser
+    `parser` (ns-train's subcommand name), set up to train in this process; `overrides` are
+    "dotted.path=value" items (YAML values) on its config; `load_dir`: resume a run's checkpoint."""
+    import copy
+
+    import yaml
+    from nerfstudio.configs.dataparser_configs import dataparsers
+    from nerfstudio.plugins.registry import discover_methods
+
+    from tinysplat_ns.tinysplat_config import apply_override
+
+    config = copy.deepcopy(discover_methods()[0][method])
+    config.pipeline.datamanager.dataparser = dataparsers[parser]
+    config.pipeline.datamanager.data = data
+    config.vis = "tensorboard"
+    config.output_dir = out
+    config.load_dir = load_dir
+    for item in overrides:
+        path, value = item.split("=", 1)
+        apply_override(config, path, yaml.safe_load(value), "--set")
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
+
+
+def lego_dir() -> Path:
+    """NeRF-Synthetic lego beside the bundled scene."""
+    return scene_dir().parent / "nerf_synthetic" / "lego"

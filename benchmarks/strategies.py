@@ -3,6 +3,7 @@ same Gaussian budget for each (tinysplat-cpu: 3000 steps, half resolution until 
 refinements until step 2500), then test-view PSNR/SSIM (ns-eval) and the Gaussian count.
 
     .venv/bin/python benchmarks/strategies.py [--steps 3000] [--budget 30000] [--strategies adc mcmc none]
+        [--seeds 42 43 ...]
 """
 
 import argparse
@@ -19,7 +20,7 @@ from common import scene_dir
 BIN = Path(sys.executable).parent
 
 
-def train_and_eval(strategy: str, steps: int, budget: int, out: Path):
+def train_and_eval(strategy: str, steps: int, budget: int, out: Path, seed: int = 42):
     start = time.perf_counter()
     subprocess.run(
         [
@@ -27,7 +28,7 @@ def train_and_eval(strategy: str, steps: int, budget: int, out: Path):
             "--max-num-iterations", str(steps), "--vis", "tensorboard", "--steps-per-eval-all-images", "0",
             "--pipeline.model.strategy", strategy, "--pipeline.model.max-gaussians", str(budget),
             "--pipeline.model.adc.refine-stop-iter", str(steps - 500),
-            "--pipeline.model.mcmc.refine-stop-iter", str(steps - 500),
+            "--pipeline.model.mcmc.refine-stop-iter", str(steps - 500), "--machine.seed", str(seed),
         ],
         check=True, capture_output=True,
     )  # fmt: skip
@@ -49,13 +50,15 @@ def main():
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--budget", type=int, default=30_000)
     parser.add_argument("--strategies", nargs="+", default=["adc", "mcmc", "none"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="a run per seed (--machine.seed)")
     args = parser.parse_args()
     print(f"{args.steps} steps of tinysplat-cpu, budget {args.budget} Gaussians")
-    print(f"{'strategy':>8} {'PSNR':>6} {'SSIM':>6} {'Gaussians':>9} {'train s':>7}")
+    print(f"{'strategy':>8} {'seed':>4} {'PSNR':>6} {'SSIM':>6} {'Gaussians':>9} {'train s':>7}")
     for strategy in args.strategies:
-        with tempfile.TemporaryDirectory() as out:
-            psnr, ssim, count, seconds = train_and_eval(strategy, args.steps, args.budget, Path(out))
-        print(f"{strategy:>8} {psnr:>6.2f} {ssim:>6.3f} {count:>9} {seconds:>7.0f}", flush=True)
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory() as out:
+                psnr, ssim, count, seconds = train_and_eval(strategy, args.steps, args.budget, Path(out), seed)
+            print(f"{strategy:>8} {seed:>4} {psnr:>6.2f} {ssim:>6.3f} {count:>9} {seconds:>7.0f}", flush=True)
 
 
 if __name__ == "__main__":

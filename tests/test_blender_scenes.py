@@ -4,51 +4,16 @@ random Gaussians filling the scene box, and the densification thresholds and pos
 scaled by the cameras' extent; evaluation sees the photos on the dataset's white."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from PIL import Image
+from scene import BLENDER_SIZE as SIZE
+from scene import blender_scene
 from training import build_trainer, train_steps
 
-SIZE = 32
-RADIUS = 4.0
-
-
-def look_at_origin(position: np.ndarray) -> np.ndarray:
-    """Camera-to-world (OpenGL axes: the camera looks down its -z) at `position`, facing the origin."""
-    back = position / np.linalg.norm(position)
-    right = np.cross([0.0, 0.0, 1.0], back)
-    right /= np.linalg.norm(right)
-    up = np.cross(back, right)
-    pose = np.eye(4)
-    pose[:3, :3] = np.stack([right, up, back], axis=1)
-    pose[:3, 3] = position
-    return pose
-
-
-def blender_scene(root: Path, views=(6, 2, 2)) -> Path:
-    """transforms_{train,val,test}.json and RGBA PNGs: a red disc (alpha 1) on transparent pixels
-    whose RGB is black, as Blender renders them; cameras on a sphere of radius 4 around the origin."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    disc = (xx - SIZE / 2 + 0.5) ** 2 + (yy - SIZE / 2 + 0.5) ** 2 < (SIZE / 4) ** 2
-    image = np.zeros((SIZE, SIZE, 4), np.uint8)
-    image[disc] = (200, 30, 30, 255)
-    for split, count in zip(("train", "val", "test"), views):
-        (root / split).mkdir(parents=True)
-        frames = []
-        for i in range(count):
-            direction = rng.normal(size=3)
-            direction[2] = abs(direction[2]) + 0.3  # the upper hemisphere, as NeRF-Synthetic's
-            Image.fromarray(image).save(root / split / f"r_{i}.png")
-            pose = look_at_origin(RADIUS * direction / np.linalg.norm(direction))
-            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": pose.tolist()})
-        meta = {"camera_angle_x": 0.69, "frames": frames}
-        (root / f"transforms_{split}.json").write_text(json.dumps(meta))
-    return root
+from tinysplat_ns.core.losses.composite import WeightedLoss
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +25,25 @@ def trainer(tmp_path_factory):
     )  # fmt: skip
 
 
-def test_training_compares_the_render_with_the_photo_on_the_same_random_background(trainer):
+def test_training_compares_the_render_with_the_photo_on_the_same_random_background(trainer, monkeypatch):
     model = trainer.pipeline.model
     photo = trainer.pipeline.datamanager.cached_train[0]["image"]
     assert photo.shape[-1] == 4  # the alpha is kept, not flattened onto the dataparser's white
     backgrounds, photos_seen = [], []
-    render, loss = model.get_outputs, model.loss.forward
+    render, loss = model.get_outputs, WeightedLoss.__call__
 
     def watched_render(camera):
         outputs = render(camera)
         backgrounds.append(outputs["background"].detach().clone())
         return outputs
 
-    def watched_loss(inputs):
+    def watched_loss(self, inputs):
         photos_seen.append(inputs.gt.detach().clone())
-        return loss(inputs)
+        return loss(self, inputs)
 
-    model.get_outputs, model.loss.forward = watched_render, watched_loss
-    try:
-        train_steps(trainer, range(4))
-    finally:
-        del model.get_outputs, model.loss.forward
+    monkeypatch.setattr(model, "get_outputs", watched_render)
+    monkeypatch.setattr(WeightedLoss, "__call__", watched_loss)
+    train_steps(trainer, range(4))
     assert len(photos_seen) == len(backgrounds) == 4
     for gt, background in zip(photos_seen, backgrounds):
         # every view of this scene is the same disc

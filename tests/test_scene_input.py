@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from plyfile import PlyData, PlyElement
-from scene import scene_dir
+from scene import blender_scene, scene_dir
 
 from tinysplat_ns.data import CheckedDatamanagerConfig, SceneError
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -109,24 +109,6 @@ def test_colmap_parser_finds_sparse_0(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "COLMAP model found at" in result.stdout
     assert list(tmp_path.rglob("step-000000004.ckpt"))
-
-
-def blender_scene(dst: Path, n_train: int = 8) -> Path:
-    """The real photos in the Blender synthetic layout: RGBA PNGs, one field of view for all."""
-    src = scene_dir()
-    meta = json.loads((src / "transforms.json").read_text())
-    frames = meta["frames"]
-    width = frames[0]["w"]
-    focal = float(np.mean([f["fl_x"] for f in frames]))
-    for split, chosen in (("train", frames[:n_train]), ("val", frames[n_train : n_train + 2]), ("test", frames[-2:])):
-        (dst / split).mkdir(parents=True)
-        entries = []
-        for i, frame in enumerate(chosen):
-            Image.open(src / frame["file_path"]).convert("RGBA").save(dst / split / f"r_{i}.png")
-            entries.append({"file_path": f"./{split}/r_{i}", "transform_matrix": frame["transform_matrix"]})
-        camera_angle_x = 2 * np.arctan(0.5 * width / focal)
-        (dst / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": camera_angle_x, "frames": entries}))
-    return dst
 
 
 def test_blender_data(tmp_path):

@@ -112,4 +112,5 @@ def apply_override(config, path: str, value, source: str) -> None:
 
 tinysplat_cpu = preset("tinysplat-cpu")
 tinysplat_cpu_mcmc = preset("tinysplat-cpu-mcmc")
+tinysplat_cpu_quality = preset("tinysplat-cpu-quality")
 tinysplat_mcmc = preset("tinysplat-mcmc")
