@@ -39,13 +39,14 @@ def look_at_origin(position: np.ndarray) -> np.ndarray:
     return pose
 
 
-def blender_scene(root: Path, views=(6, 2, 2)) -> Path:
-    """transforms_{train,val,test}.json and RGBA PNGs: a red disc (alpha 1) on transparent pixels
-    whose RGB is black, as Blender renders them; cameras on a sphere of radius 4 around the origin."""
+def blender_scene(root: Path, views=(6, 2, 2), size: int = BLENDER_SIZE) -> Path:
+    """transforms_{train,val,test}.json and RGBA PNGs of `size` pixels a side: a red disc (alpha 1) on
+    transparent pixels whose RGB is black, as Blender renders them; cameras on a sphere of radius 4
+    around the origin, so the object every view agrees with is a ball."""
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:BLENDER_SIZE, :BLENDER_SIZE]
-    disc = (xx - BLENDER_SIZE / 2 + 0.5) ** 2 + (yy - BLENDER_SIZE / 2 + 0.5) ** 2 < (BLENDER_SIZE / 4) ** 2
-    image = np.zeros((BLENDER_SIZE, BLENDER_SIZE, 4), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (xx - size / 2 + 0.5) ** 2 + (yy - size / 2 + 0.5) ** 2 < (size / 4) ** 2
+    image = np.zeros((size, size, 4), np.uint8)
     image[disc] = (200, 30, 30, 255)
     for split, count in zip(("train", "val", "test"), views):
         (root / split).mkdir(parents=True)

@@ -23,6 +23,8 @@ from nerfstudio.data.utils.data_utils import get_depth_image_from_path
 from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from tinysplat_ns.meshing import refuse_ray_sampling
+
 
 class SceneError(SystemExit):
     """The scene cannot be trained on; the message says which file and what to do."""
@@ -118,6 +120,12 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
             _ = self.cached_train
         if test_mode != "inference":
             _ = self.cached_eval
+
+    @property
+    def train_pixel_sampler(self):
+        """Nerfstudio's NeRF exporters (`ns-export pointcloud|poisson`) sample rays through this; a
+        datamanager of whole images has none, so they get the command that works instead."""
+        refuse_ray_sampling()
 
     def next_train(self, step: int):
         """The view of `step` depends on the step alone (a fresh shuffle of the views each epoch,

@@ -20,6 +20,7 @@ from torch.nn import Parameter
 from typing_extensions import Annotated
 
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.model_components.lib_bilagrid import BilateralGrid, total_variation_loss
@@ -35,10 +36,12 @@ from tinysplat_ns.core.ply import PARAMETERS, Gaussians, SplatFileError, sh_degr
 from tinysplat_ns.core.splat_files import read_splats
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import num_sh_bases, rgb_to_sh, sh_to_rgb
+from tinysplat_ns.core.surfaces import depth_normals
 from tinysplat_ns.core.strategies.base import Strategy
 from tinysplat_ns.core.strategies.ops import enforce_budget
 from tinysplat_ns.core.strategies.registry import available_strategies
 from tinysplat_ns.component_options import LossConfig, configured, option_groups
+from tinysplat_ns.meshing import refuse_ray_sampling
 
 # splatfacto's own densification settings: TinySplat's strategies have their own option groups
 _SPLATFACTO_DENSIFICATION = (
@@ -324,6 +327,8 @@ class TinySplatModel(SplatfactoModel):
             }
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
+        if isinstance(camera, RayBundle):  # Nerfstudio's NeRF exporters
+            refuse_ray_sampling()
         if not isinstance(camera, Cameras):
             raise TypeError(f"TinySplat renders Cameras, got {type(camera).__name__}")
         if self.training:
@@ -358,13 +363,14 @@ class TinySplatModel(SplatfactoModel):
             sh_degree = None
             colors = torch.sigmoid(params["features_dc"])
         background = self._get_background_color()
+        viewmats = viewmats_from_c2w(camera_to_worlds).to(self.device)
         render, alpha, info = rasterization(
             means=params["means"],
             quats=params["quats"],
             scales=torch.exp(params["scales"]),
             opacities=torch.sigmoid(params["opacities"]).squeeze(-1),
             colors=colors,
-            viewmats=viewmats_from_c2w(camera_to_worlds).to(self.device),
+            viewmats=viewmats,
             Ks=Ks,
             width=width,
             height=height,
@@ -384,9 +390,13 @@ class TinySplatModel(SplatfactoModel):
         depth = None
         if render_mode == "RGB+ED":
             depth = torch.where(alpha > 0, render[..., 3:4], render[..., 3:4].detach().max()).squeeze(0)
+        outputs = {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
         if not self.training:
-            background = background.expand(height, width, 3)
-        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+            outputs["background"] = background.expand(height, width, 3)
+            # world-space, in 0..1 as Nerfstudio shows and exports normals (0.5 grey: none)
+            normals = depth_normals(render[0, ..., 3:4], alpha[0], Ks[0], viewmats[0])
+            outputs["normals"] = (normals + 1) / 2
+        return outputs
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         """The loss terms by name (Nerfstudio sums them): the configured ones, the strategy's and

@@ -113,3 +113,9 @@ def transform_cameras(camera_to_worlds: Tensor, similarity: Similarity) -> Tenso
     axes = rotation @ poses[..., :3]
     centres = scale * (poses[..., 3] @ rotation.T + translation)
     return torch.cat([axes, centres[..., None]], dim=-1).to(dtype)
+
+
+def transform_points(points: Tensor, similarity: Similarity) -> Tensor:
+    """Points [..., 3] in the frame x -> s (R x + t); their normals turn by R alone."""
+    matrix, scale = similarity
+    return (scale * (points.double() @ matrix[:, :3].T + matrix[:, 3])).to(points.dtype)

@@ -1,5 +1,7 @@
 """`tinysplat-export`: a trained run's Gaussians as a standard 3DGS `.ply` or in a web viewer's
-format (compressed `.ply`, `.spz`, SOG, `.splat`), written whole with numpy, with optional filters."""
+format (compressed `.ply`, `.spz`, SOG, `.splat`), written whole with numpy, with optional filters;
+or, with `--points` / `--mesh tsdf|poisson`, the surface its training views render (what
+`ns-export pointcloud|tsdf|poisson` make of a NeRF)."""
 
 import math
 import sys
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
+import torch
 import tyro
 from typing_extensions import Annotated
 
@@ -21,7 +24,8 @@ Vector3 = Tuple[float, float, float]
 @dataclass
 class ExportSplats:
     """Write the Gaussians of a TinySplat (or splatfacto) run as a 3DGS .ply, a compressed .ply, an
-    .spz, a SOG (.sog, or a folder) or a .splat."""
+    .spz, a SOG (.sog, or a folder) or a .splat; or with --points / --mesh, a TinySplat run's surface
+    as a coloured point cloud with normals, or a TSDF or Poisson mesh (.ply, .obj or .glb)."""
 
     load_config: Path
     """The run's config.yml (as for ns-viewer and ns-export)."""
@@ -42,8 +46,26 @@ class ExportSplats:
     """Keep only Gaussians whose centre is at or above this corner (x y z, in the run's frame)."""
     crop_max: Optional[Vector3] = None
     """Keep only Gaussians whose centre is at or below this corner."""
+    points: bool = False
+    """Write a point cloud instead: the opaque pixels of the training views' renders, back-projected
+    by their depth, with colours and normals."""
+    mesh: Optional[Literal["tsdf", "poisson"]] = None
+    """Write a mesh instead: "tsdf": the training views' depth fused in a TSDF (open3d), with
+    colours; "poisson": a Poisson surface (open3d) fitted to the point cloud of --points."""
+    num_points: int = 1_000_000
+    """--points, --mesh poisson: how many points to draw from the views (evenly), before outliers go."""
+    resolution: int = 384
+    """--mesh tsdf: voxels along the longest side of the TSDF's cube, which spans the crop box (both
+    corners given) or else the dataset's scene box (2.7 GB of memory at 384, 0.8 GB at 256)."""
+    poisson_depth: int = 9
+    """--mesh poisson: the octree depth (detail doubles with each level)."""
+    downscale: float = 1.0
+    """--points, --mesh: render the training views at 1/downscale of their photos' resolution."""
 
     def main(self) -> None:
+        if self.points or self.mesh:
+            self.export_surface()
+            return
         fmt = self.format or format_of(self.output)
         if fmt is None:
             sys.exit(
@@ -90,10 +112,63 @@ class ExportSplats:
             + (f"; dropped {dropped_text}" if dropped_text else "")
         )
 
+    def export_surface(self) -> None:
+        from tinysplat_ns import meshing
+        from tinysplat_ns.core.frames import inverse
+        from tinysplat_ns.run_files import dataparser_transform, read_config
+
+        kind = "points" if self.points else self.mesh
+        suffixes = (".ply", ".pcd") if self.points else (".ply", ".obj", ".glb")
+        if self.points and self.mesh:
+            sys.exit("error: --points and --mesh write different files; pass one of them")
+        if self.output.suffix.lower() not in suffixes:
+            sys.exit(f"error: {self.output}: a {kind} file ends in {' or '.join(suffixes)}; rename it")
+        for name, value in (("num-points", self.num_points), ("resolution", self.resolution), ("downscale", self.downscale)):
+            if value is not None and value <= 0:
+                sys.exit(f"error: --{name} must be above 0, got {value}")
+        if not self.load_config.is_file():
+            sys.exit(f"error: {self.load_config}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
+        method = read_config(self.load_config).get("method_name")
+        if not str(method).startswith("tinysplat"):
+            sys.exit(
+                f"error: {self.load_config}: a {method} run; --points and --mesh render TinySplat runs "
+                "(a NeRF's surface: ns-export pointcloud|tsdf|poisson)"
+            )
+        from tinysplat_ns.compared_runs import load_run
+
+        start = time.perf_counter()
+        pipeline, _, step = load_run(self.load_config)
+        cameras = pipeline.datamanager.train_dataset.cameras
+        surface, detail = meshing.surface_of_run(
+            pipeline, kind, num_points=self.num_points, resolution=self.resolution,
+            poisson_depth=self.poisson_depth, downscale=self.downscale, crop_min=self.crop_min, crop_max=self.crop_max,
+        )  # fmt: skip
+        if surface is None:
+            where = (
+                "inside the crop box (widen --crop-min/--crop-max)" if self.crop_min is not None or self.crop_max is not None
+                else "opaque in the training views (train the run longer)"
+            )  # fmt: skip
+            sys.exit(f"error: {self.load_config}: no surface {where}; nothing written to {self.output}")
+        if self.frame == "data":
+            meshing.move_to_frame(surface, inverse(dataparser_transform(self.load_config)))
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        meshing.write(surface, self.output)
+        size = size_on_disk(self.output)
+        counts = (
+            f"{len(surface.points):,} points" if self.points
+            else f"{len(surface.vertices):,} vertices, {len(surface.triangles):,} triangles"
+        )  # fmt: skip
+        width, height = int(cameras.width[0] / self.downscale), int(cameras.height[0] / self.downscale)
+        print(
+            f"Wrote {'a point cloud' if self.points else f'a {self.mesh.upper()} mesh'} of {counts} ({detail}; step {step}, "
+            f"{len(cameras)} training views at about {width}x{height}) to {self.output} in "
+            f"{time.perf_counter() - start:.1f} s: {size / 1e6:.2f} MB"
+        )
+
 
 def entrypoint() -> None:
     stop_children_at_exit()
-    tyro.cli(Annotated[ExportSplats, tyro.conf.FlagConversionOff]).main()
+    tyro.cli(Annotated[ExportSplats, tyro.conf.FlagCreatePairsOff]).main()
 
 
 if __name__ == "__main__":
