@@ -60,6 +60,7 @@ def main():
     parser.add_argument("--exports", nargs="+", default=list(FLAGS), choices=list(FLAGS))
     parser.add_argument("--keep", type=Path, help="write the files here (default: a temporary folder)")
     parser.add_argument("--max-views", type=int, default=0, help="judge on at most this many held-out views (0: all)")
+    parser.add_argument("--min-iou", type=float, default=0.95, help="fail (exit 1) where a mesh's mean IoU with the photos' alpha is below this")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: options for every tinysplat-export")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
@@ -79,10 +80,14 @@ def main():
             what = result.stdout.strip().splitlines()[-1].split(" to ")[0].removeprefix("Wrote ")
             print(f"{kind:<8} {seconds:8.1f} {files[kind].stat().st_size / 1e6:7.2f}  {what}", flush=True)
         meshes = {kind: read_mesh(path) for kind, path in files.items() if kind != "points"}
-        judge(args.load_config, meshes, args.max_views)
+        scores = judge(args.load_config, meshes, args.max_views)
+    short = [kind for kind, iou_mean in scores.items() if iou_mean is not None and iou_mean < args.min_iou]
+    if short:
+        raise SystemExit(f"error: the mean silhouette IoU of {', '.join(short)} is below --min-iou {args.min_iou}")
 
 
-def judge(config: Path, meshes, max_views: int) -> None:
+def judge(config: Path, meshes, max_views: int):
+    """Prints the tables; returns each mesh's mean IoU with the photos' alpha (None without alpha)."""
     pipeline, _, _ = load_run(config)
     model, datamanager = pipeline.model, pipeline.datamanager
     cameras = datamanager.eval_dataset.cameras
@@ -137,6 +142,7 @@ def judge(config: Path, meshes, max_views: int) -> None:
             errors = torch.cat(errors)
             print(f"{name:<15} median {float(errors.median()):5.1f}  mean {float(errors.mean()):5.1f}  "
                   f"within 15: {100 * float((errors < 15).float().mean()):5.1f}%")  # fmt: skip
+    return {kind: sum(s["photo"]) / len(s["photo"]) if s["photo"] else None for kind, s in scores.items()}
 
 
 def looked_at(camera_to_worlds: torch.Tensor) -> torch.Tensor:
@@ -158,12 +164,15 @@ def centre_rays(model, cameras, mesh, centre: torch.Tensor):
         u, v = int(K[0, 0] * x / z + K[0, 2]), int(K[1, 1] * y / z + K[1, 2])
         if z <= 0 or not (0 <= u < width and 0 <= v < height):
             continue
-        hit, depth, _ = raycast(mesh, K, viewmat, width, height)
-        seen.append(bool(hit[v, u]))
-        if hit[v, u]:
+        one_pixel = K.clone()  # a 1x1 image whose pixel is (u, v) of this one
+        one_pixel[0, 2] -= u
+        one_pixel[1, 2] -= v
+        hit, depth, _ = raycast(mesh, one_pixel, viewmat, 1, 1)
+        seen.append(bool(hit[0, 0]))
+        if hit[0, 0]:
             with torch.no_grad():
                 splat = float(model.get_outputs_for_camera(camera)["depth"][v, u, 0])
-            differences.append(abs(float(depth[v, u]) - splat) / splat)
+            differences.append(abs(float(depth[0, 0]) - splat) / splat)
     return sum(seen) / max(len(seen), 1), float(torch.tensor(differences).median()) if differences else float("nan")
 
 

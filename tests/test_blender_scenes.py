@@ -70,6 +70,26 @@ def test_evaluation_sees_the_photos_on_the_datasets_white(trainer):
     assert torch.allclose(outputs["background"], torch.ones(SIZE, SIZE, 3))
 
 
+def test_normals_output_beside_depth(trainer):
+    """What the viewer's output menu offers and `--points` exports: world-space unit normals of the
+    rendered surface in 0..1, grey (0.5) where the render is transparent."""
+    pipeline = trainer.pipeline
+    pipeline.eval()
+    try:
+        camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+        with torch.no_grad():
+            outputs = pipeline.model.get_outputs_for_camera(camera)
+    finally:
+        pipeline.train()
+    normals, alpha = outputs["normals"], outputs["accumulation"][..., 0]
+    assert normals.shape == (SIZE, SIZE, 3) and normals.min() >= 0 and normals.max() <= 1
+    assert (normals[alpha < 0.5] == 0.5).all()
+    defined = (normals != 0.5).any(-1)
+    assert defined.sum() > SIZE * SIZE / 4
+    lengths = (normals[defined] * 2 - 1).norm(dim=-1)
+    assert torch.allclose(lengths, torch.ones_like(lengths), atol=1e-4)
+
+
 def test_random_gaussians_fill_the_scene_box(trainer):
     model = trainer.pipeline.model
     assert model.config.num_random == 100_000  # 3DGS's count for the Blender scenes

@@ -80,6 +80,16 @@ class CheckedDatamanagerConfig(FullImageDatamanagerConfig):
     _target: Type = field(default_factory=lambda: CheckedDatamanager)
 
 
+class NoPixelSampler:
+    """Stands where Nerfstudio's NeRF exporters find a datamanager's pixel sampler: `ns-export
+    pointcloud|poisson` set its batch size, then sample rays. A datamanager of whole images has none,
+    so they get the command that works instead. (Not a property that refuses when read: the viewer
+    reads every attribute of the pipeline's modules.)"""
+
+    def __setattr__(self, name, value):
+        refuse_ray_sampling()
+
+
 class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
     def __init__(
         self,
@@ -115,17 +125,12 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
         for dataset in (self.train_dataset, self.eval_dataset):
             dataset._dataparser_outputs.alpha_color = None
         self.train_dataset.metadata["test_mode"] = test_mode
+        self.train_pixel_sampler = NoPixelSampler()
         # Decode now, so a broken image stops the run before training starts, not in its middle.
         if test_mode == "val":  # training
             _ = self.cached_train
         if test_mode != "inference":
             _ = self.cached_eval
-
-    @property
-    def train_pixel_sampler(self):
-        """Nerfstudio's NeRF exporters (`ns-export pointcloud|poisson`) sample rays through this; a
-        datamanager of whole images has none, so they get the command that works instead."""
-        refuse_ray_sampling()
 
     def next_train(self, step: int):
         """The view of `step` depends on the step alone (a fresh shuffle of the views each epoch,
