@@ -42,13 +42,20 @@ def depth_normals(
     points = camera_points(depth, K)
     solid = alpha[..., 0] >= min_alpha
     normals = torch.zeros_like(points)
-    for r in range(reach, 0, -1):
-        d_u = points[r:-r, 2 * r :] - points[r:-r, : -2 * r]
-        d_v = points[2 * r :, r:-r] - points[: -2 * r, r:-r]
-        found = F.normalize(torch.linalg.cross(d_u, d_v), dim=-1)
-        around = solid[r:-r, r:-r] & solid[r:-r, 2 * r :] & solid[r:-r, : -2 * r] & solid[2 * r :, r:-r] & solid[: -2 * r, r:-r]
-        inner = normals[r:-r, r:-r]
-        inner[:] = torch.where((around & (inner == 0).all(-1))[..., None], found, inner)
+    r = reach  # most pixels: whole-image slices
+    d_u = points[r:-r, 2 * r :] - points[r:-r, : -2 * r]
+    d_v = points[2 * r :, r:-r] - points[: -2 * r, r:-r]
+    around = solid[r:-r, r:-r] & solid[r:-r, 2 * r :] & solid[r:-r, : -2 * r] & solid[2 * r :, r:-r] & solid[: -2 * r, r:-r]
+    normals[r:-r, r:-r] = F.normalize(torch.linalg.cross(d_u, d_v), dim=-1) * around[..., None]
+    for r in range(reach - 1, 0, -1):  # the few left near an edge: only those pixels
+        unfilled = torch.zeros_like(solid)
+        unfilled[r:-r, r:-r] = solid[r:-r, r:-r] & (normals[r:-r, r:-r] == 0).all(-1)
+        rows, cols = unfilled.nonzero(as_tuple=True)
+        inside = solid[rows, cols + r] & solid[rows, cols - r] & solid[rows + r, cols] & solid[rows - r, cols]
+        rows, cols = rows[inside], cols[inside]
+        d_u = points[rows, cols + r] - points[rows, cols - r]
+        d_v = points[rows + r, cols] - points[rows - r, cols]
+        normals[rows, cols] = F.normalize(torch.linalg.cross(d_u, d_v), dim=-1)
     # the camera looks down +z: a normal facing it has a negative dot with the point's direction
     facing = torch.sign((normals * points).sum(-1, keepdim=True))
     return (-normals * torch.where(facing == 0, 1.0, facing)) @ viewmat[:3, :3]  # rotation^T on each row
