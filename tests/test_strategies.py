@@ -92,6 +92,39 @@ def test_adc_clone_and_split_carry_moments():
         torch.testing.assert_close(m2, torch.cat([kept * 10, torch.zeros(9)]))
 
 
+def test_method_adam_is_torch_adam_through_a_clone_and_split():
+    """The method's optimizers (PyTorch's fused Adam) take the steps of PyTorch's per-op Adam, before
+    and after ADC's surgery replaces the tensors and their moments (fused keeps `step` as a tensor)."""
+    from tinysplat_ns.core.strategies.adc import ADC
+    from tinysplat_ns.tinysplat_config import tinysplat_trainer
+
+    configs = tinysplat_trainer().optimizers
+    runs = []
+    for fused in (True, False):
+        params, _ = adam_params(10)
+        optimizers = {}
+        for name, p in params.items():
+            config = configs[name]["optimizer"]
+            optimizers[name] = config.setup([p]) if fused else torch.optim.Adam([p], lr=config.lr, eps=config.eps)
+            assert optimizers[name].defaults["fused"] is (True if fused else None)
+        gen = torch.Generator().manual_seed(1)
+        for step in range(6):
+            if step == 3:
+                with torch.no_grad():
+                    params["scales"][:3] = math.log(0.001)
+                    params["scales"][3:6] = math.log(1.0)
+                state = {"grad2d": torch.tensor([1.0] * 6 + [0.0] * 4), "count": torch.ones(10), "scene_scale": 1.0}
+                torch.manual_seed(0)  # the split's samples
+                assert ADC(grow_grad2d=0.5)._grow_gs(params, optimizers, state, step=600) == (3, 3)
+            for name, p in params.items():
+                p.grad = torch.randn(p.shape, generator=gen)
+                optimizers[name].step()
+        runs.append({name: p.detach().clone() for name, p in params.items()})
+    for name in runs[0]:
+        assert runs[0][name].shape[0] == 16
+        torch.testing.assert_close(runs[0][name], runs[1][name], rtol=1e-5, atol=1e-6)
+
+
 def test_adc_resets_opacities_at_its_interval_and_not_before_the_first_step():
     """gsplat 1.4 caps every opacity at 2 * prune_opa at step 0 too, which crushed the SfM points'
     0.1 and a start from a trained splat; ours first resets at step reset_every (as 3DGS does)."""

