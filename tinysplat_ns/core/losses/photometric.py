@@ -45,7 +45,7 @@ class DSSIM(LossTerm):
     implementation: Literal["pytorch-msssim", "compiled"] = "pytorch-msssim"
     """pytorch-msssim's convolutions, or the same SSIM and gradient compiled (core/ssim_cpp.cpp) for
     float32 CPU images (pytorch-msssim for others): a lego step at 800x800 231 -> 174 ms on 2 cores.
-    Not the default while its effect on quality over seeds is being measured (docs/benchmarks.md)."""
+    The same quality on lego over 3 seeds (docs/benchmarks.md); not the default yet."""
 
     def __call__(self, inputs: LossInputs) -> Tensor:
         pred, gt = inputs.pred, inputs.gt
