@@ -42,10 +42,10 @@ class DSSIM(LossTerm):
 
     window_size: int = 11
     window_sigma: float = 1.5
-    implementation: Literal["pytorch-msssim", "compiled"] = "pytorch-msssim"
-    """pytorch-msssim's convolutions, or the same SSIM and gradient compiled (core/ssim_cpp.cpp) for
-    float32 CPU images (pytorch-msssim for others): a lego step at 800x800 231 -> 174 ms on 2 cores.
-    The same quality on lego over 3 seeds (docs/benchmarks.md); not the default yet."""
+    implementation: Literal["pytorch-msssim", "compiled"] = "compiled"
+    """The same SSIM and gradient compiled (core/ssim_cpp.cpp) for float32 CPU images, pytorch-msssim's
+    convolutions for others (CUDA, float64) or when asked: a lego step at 800x800 231 -> 174 ms on 2
+    cores, the same test PSNR on lego over 3 seeds (docs/benchmarks.md)."""
 
     def __call__(self, inputs: LossInputs) -> Tensor:
         pred, gt = inputs.pred, inputs.gt
