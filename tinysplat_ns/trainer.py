@@ -9,6 +9,7 @@ its buckets cannot follow the Gaussians' changing count), and process 0 alone se
 writes logs and checkpoints. What they exchange is `core/distributed.py`."""
 
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -114,7 +115,9 @@ class FiniteStepOptimizers(Optimizers):
         # averaged first, so every process takes the same step, or skips it
         self.stop_requested = self.collectives.mean_gradients(params, self.stop_requested)
         grads = [p.grad for p in params if p.grad is not None]
-        self.skipped_step = not all(bool(torch.isfinite(g).all()) for g in grads)
+        # each one's largest magnitude is NaN or infinite if any of its values is: one read, one sync
+        largest = [torch.linalg.vector_norm(g, math.inf) for g in grads]
+        self.skipped_step = bool(grads) and not bool(torch.isfinite(torch.stack(largest)).all())
         if self.skipped_step:
             self.zero_grad_all()
             return
