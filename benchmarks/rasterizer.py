@@ -14,7 +14,9 @@ import time
 import torch
 from common import scene_camera, scene_gaussians, timed
 
-from tinysplat_ns.core import rasterize_cpp, rasterize_torch
+from tinysplat_ns.core import rasterize_torch
+from tinysplat_ns.core.kernels import build
+from tinysplat_ns.core.kernels import rasterize as compiled_rasterizer
 from tinysplat_ns.core.projection import camera_centers, project_gaussians
 from tinysplat_ns.core.rasterization import rasterization
 from tinysplat_ns.core.sh import eval_sh
@@ -126,11 +128,11 @@ def compiled_kernels(g, camera):
     with torch.no_grad():
         proj = project_gaussians(g["means"], g["quats"], g["scales"], viewmat, K, width, height)
         colors = eval_sh(3, g["means"] - camera_centers(viewmat)[0], g["sh"]).add(0.5).clamp(min=0)
-    plan = rasterize_cpp.plan_tiles(
+    plan = compiled_rasterizer.plan_tiles(
         proj.means2d[0], proj.conics[0], g["opacities"], proj.depths[0], proj.radii[0], width, height
     )
     gaussians = [t.contiguous() for t in (proj.means2d[0], proj.conics[0], colors, g["opacities"])]
-    ops, plan_args = rasterize_cpp._ops(), rasterize_cpp._plan_args(plan)
+    ops, plan_args = build.ops(), compiled_rasterizer._plan_args(plan)
     _, alpha, last, t_final = ops.rasterize_forward(*gaussians, None, *plan_args)
     v_image, v_alpha = torch.ones(height, width, 3), torch.ones_like(alpha)
     forward = timed(lambda: ops.rasterize_forward(*gaussians, None, *plan_args), repeat=9)
@@ -147,7 +149,7 @@ class OpTimes:
     4x here, with OpenMP inside the ops)."""
 
     def __enter__(self):
-        self.seconds, self.ops_of = collections.defaultdict(float), rasterize_cpp._ops
+        self.seconds, self.ops_of = collections.defaultdict(float), build.ops
         seconds, ops = self.seconds, self.ops_of()
 
         class Timed:
@@ -163,11 +165,11 @@ class OpTimes:
 
                 return call
 
-        rasterize_cpp._ops = Timed
+        build.ops = Timed
         return self
 
     def __exit__(self, *exc):
-        rasterize_cpp._ops = self.ops_of
+        build.ops = self.ops_of
 
 
 def op_split(g, camera, calls: int = 10) -> str:

@@ -92,11 +92,11 @@ def test_dssim_agrees_with_torchmetrics_on_a_real_photo():
 
 @pytest.mark.parametrize("case", ["default window", "7-pixel window", "masked"])
 def test_compiled_dssim_matches_pytorch_msssim_in_float64(case):
-    """DSSIM's compiled SSIM (core/ssim_cpp.cpp, its gradient written by hand) on float32 CPU images:
+    """DSSIM's compiled SSIM (core/kernels/ssim.cpp, its gradient written by hand) on float32 CPU images:
     its value and its gradient against pytorch-msssim's through autograd in float64. Measured:
     value 9.2e-6 off (pytorch-msssim's own float32 path: the same), gradient 4.2e-5 of its largest
     (pytorch-msssim's float32: 5.4e-5)."""
-    from tinysplat_ns.core import ssim_cpp
+    from tinysplat_ns.core.kernels import ssim as compiled_ssim
 
     pred, gt = photo_pair()
     window = dict(window_size=7, window_sigma=1.0) if case == "7-pixel window" else {}
@@ -109,7 +109,7 @@ def test_compiled_dssim_matches_pytorch_msssim_in_float64(case):
     reference, ours = pred.clone().requires_grad_(), pred.float().requires_grad_()
     expected = reference_term(image_inputs(reference, gt, mask=mask))
     expected.backward()
-    assert ssim_cpp.supports(ours, gt.float())
+    assert compiled_ssim.supports(ours, gt.float())
     value = compiled_term(image_inputs(ours, gt.float(), mask=mask))
     value.backward()
     assert 0.2 < expected.item() < 0.9

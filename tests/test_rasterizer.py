@@ -1,4 +1,4 @@
-"""Our CPU rasterizers, compiled (rasterize_cpp) and pure PyTorch (rasterize_torch), forward and
+"""Our CPU rasterizers, compiled (core/kernels/rasterize) and pure PyTorch (rasterize_torch), forward and
 hand-written backward, against the dense float64 reference, on Gaussians placed at the real scene's
 SfM points, seen by its real cameras."""
 
@@ -172,7 +172,8 @@ def test_compiled_plan_is_the_torch_plan(threads, depth_range):
     among `threads` workers in pieces) gives exactly the pure-PyTorch plan: the same tiles, lists and
     order, depth ties in index order. Depths in [4, 6) share the top 11-bit digit of their bits (sign,
     exponent, the mantissa's first bit), one depth all digits: the sort skips those passes."""
-    from tinysplat_ns.core import rasterize_cpp, rasterize_torch
+    from tinysplat_ns.core import rasterize_torch
+    from tinysplat_ns.core.kernels import rasterize as compiled_rasterizer
     from tinysplat_ns.core.projection import project_gaussians
 
     g = real_gaussians(1500, False)
@@ -192,7 +193,7 @@ def test_compiled_plan_is_the_torch_plan(threads, depth_range):
     torch.set_num_threads(threads)
     try:
         for tile_size in (8, 16):
-            ours, reference = rasterize_cpp.plan_tiles(*args, tile_size), rasterize_torch.plan_tiles(*args, tile_size)
+            ours, reference = compiled_rasterizer.plan_tiles(*args, tile_size), rasterize_torch.plan_tiles(*args, tile_size)
             assert reference.n_isects > 10 * len(reference.tile_ids)
             for name in ("tile_ids", "tile_start", "tile_count", "isect_gids"):  # the compiled ids are int32
                 assert torch.equal(getattr(ours, name).long(), getattr(reference, name)), name
@@ -221,16 +222,16 @@ def spread_gaussians(n: int, seed: int = 0):
 
 @pytest.mark.parametrize("antialiased", [False, True], ids=["classic", "antialiased"])
 def test_compiled_projection_matches_pytorch(antialiased):
-    """The compiled projection (project_cpp) against the PyTorch one in float64 (itself checked against
+    """The compiled projection (core/kernels/project) against the PyTorch one in float64 (itself checked against
     the dense reference above): every output, and the gradients of means, quaternions and scales for
     random output gradients, over Gaussians in view, clamped beside it and behind the camera."""
-    from tinysplat_ns.core import project_cpp, rasterize_cpp
+    from tinysplat_ns.core.kernels import build, project as compiled_projection
     from tinysplat_ns.core.projection import project_gaussians
 
-    assert rasterize_cpp.available()
+    assert build.available()
     means, quats, scales, viewmats, Ks = spread_gaussians(3005)  # not a whole number of vectors of Gaussians
     results = {}
-    for name, project, dtype in (("torch", project_gaussians, torch.float64), ("cpp", project_cpp.project_gaussians, torch.float32)):
+    for name, project, dtype in (("torch", project_gaussians, torch.float64), ("cpp", compiled_projection.project_gaussians, torch.float32)):
         inputs = [t.to(dtype).requires_grad_() for t in (means, quats, scales)]
         proj = project(*inputs, viewmats.to(dtype), Ks.to(dtype), 140, 90, with_compensation=antialiased)
         results[name] = (proj, inputs)
@@ -264,12 +265,12 @@ def test_compiled_projection_matches_pytorch(antialiased):
 @pytest.mark.parametrize("stored", ["16 coefficients", "the degree's"])
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_compiled_sh_colours_match_pytorch(degree, stored):
-    """project_cpp's SH colours (offset and clamped at 0 as rasterized) against sh.eval_sh in float64,
+    """The compiled SH colours (core/kernels/project) (offset and clamped at 0 as rasterized) against sh.eval_sh in float64,
     with the gradients of the coefficients and of the means (through the view directions), from two
     cameras; some colours are clamped. The coefficients stored for degree 3 (as models keep them: the
     forward pass reads them in square blocks) or just the degree's (read a lane at a time), and a
     number of Gaussians that is no whole number of vectors."""
-    from tinysplat_ns.core import project_cpp
+    from tinysplat_ns.core.kernels import project as compiled_projection
     from tinysplat_ns.core.projection import camera_centers
     from tinysplat_ns.core.sh import eval_sh
 
@@ -283,7 +284,7 @@ def test_compiled_sh_colours_match_pytorch(degree, stored):
     for name, dtype in (("torch", torch.float64), ("cpp", torch.float32)):
         m, c = means.to(dtype).requires_grad_(), coeffs.to(dtype).requires_grad_()
         if name == "cpp":
-            colors = project_cpp.sh_colors(degree, m, viewmats.to(dtype), c)
+            colors = compiled_projection.sh_colors(degree, m, viewmats.to(dtype), c)
         else:
             dirs = m[None] - camera_centers(viewmats)[:, None]
             colors = torch.clamp_min(eval_sh(degree, dirs, c[None]) + 0.5, 0.0)
@@ -317,7 +318,7 @@ def test_failed_build_falls_back_to_pytorch(tmp_path):
 
     script = (
         "import torch, warnings\n"
-        "from tinysplat_ns.core import rasterize_cpp\n"
+        "from tinysplat_ns.core.kernels import build\n"
         "from tinysplat_ns.core.rasterization import rasterization\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
@@ -327,7 +328,7 @@ def test_failed_build_falls_back_to_pytorch(tmp_path):
         "    K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]]])\n"
         "    rgb, alpha, _ = rasterization(means, quats, scales, torch.full((200,), 0.8), torch.rand(200, 3, generator=g),\n"
         "                                  torch.eye(4)[None], K, 64, 48)\n"
-        "print(rasterize_cpp.available(), float(alpha.max()) > 0.5)\n"
+        "print(build.available(), float(alpha.max()) > 0.5)\n"
         "print(*(str(w.message) for w in caught if 'rasterizer' in str(w.message)), sep='\\n')\n"
     )
     env = dict(os.environ, HOME=str(tmp_path), CXX=str(tmp_path / "no-compiler"))

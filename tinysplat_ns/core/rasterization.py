@@ -1,6 +1,6 @@
 """One entry point to render Gaussians, with the backend picked by the device of the tensors:
-gsplat's CUDA kernels on CUDA; on a CPU our compiled projection, SH and rasterizer (project_cpp,
-rasterize_cpp) where they build and our pure-PyTorch ones (projection, sh, rasterize_torch)
+gsplat's CUDA kernels on CUDA; on a CPU our compiled projection, SH and rasterizer (kernels/)
+where they build and our pure-PyTorch ones (projection, sh, rasterize_torch)
 otherwise and on MPS.
 
 Inputs and outputs are those of `gsplat.rasterization` (the subset TinySplat uses), so a model and a
@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 
 from tinysplat_ns.core.projection import camera_centers, project_gaussians
-from tinysplat_ns.core import project_cpp, rasterize_cpp, rasterize_torch
+from tinysplat_ns.core import rasterize_torch
+from tinysplat_ns.core.kernels import project as compiled_projection
+from tinysplat_ns.core.kernels import rasterize as compiled_rasterizer
 from tinysplat_ns.core.sh import eval_sh
 
 RenderMode = Literal["RGB", "RGB+ED"]
@@ -101,7 +103,7 @@ def _cpu_rasterization(
 ):  # fmt: skip
     C, N = viewmats.shape[0], means.shape[0]
     channels = (3 if sh_degree is not None else colors.shape[-1]) + (render_mode == "RGB+ED")
-    use_cpp = backend in ("auto", "cpp") and rasterize_cpp.supports(means, channels, tile_size)
+    use_cpp = backend in ("auto", "cpp") and compiled_rasterizer.supports(means, channels, tile_size)
     if backend == "cpp" and not use_cpp:
         raise ValueError(
             "the cpp backend takes float32 CPU tensors, up to 4 channels and tiles of up to 16 pixels, "
@@ -111,7 +113,7 @@ def _cpu_rasterization(
     compiled_gaussians = use_cpp and not (viewmats.requires_grad or Ks.requires_grad) and all(
         t.dtype == torch.float32 for t in (quats, scales, colors)
     )
-    project = project_cpp.project_gaussians if compiled_gaussians else project_gaussians
+    project = compiled_projection.project_gaussians if compiled_gaussians else project_gaussians
     proj = project(
         means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
         far_plane=far_plane, with_compensation=rasterize_mode == "antialiased",
@@ -119,7 +121,7 @@ def _cpu_rasterization(
     if sh_degree is None:
         colors = colors.expand(C, N, colors.shape[-1])
     elif compiled_gaussians:
-        colors = project_cpp.sh_colors(sh_degree, means, viewmats, colors)
+        colors = compiled_projection.sh_colors(sh_degree, means, viewmats, colors)
     else:
         dirs = means[None] - camera_centers(viewmats)[:, None]
         colors = torch.clamp_min(eval_sh(sh_degree, dirs, colors[None]) + 0.5, 0.0)  # [C, N, 3]
@@ -137,7 +139,7 @@ def _cpu_rasterization(
         "opacities": opacities, "camera_ids": None, "gaussian_ids": None, "width": width,
         "height": height, "n_cameras": C, "tile_size": tile_size, "n_isects": 0,
     }  # fmt: skip
-    rasterizer = rasterize_cpp if use_cpp else rasterize_torch
+    rasterizer = compiled_rasterizer if use_cpp else rasterize_torch
     absgrad_sink = None
     if absgrad:
         absgrad_sink = torch.zeros_like(proj.means2d, requires_grad=False)

@@ -7,7 +7,7 @@ import torch
 from pytorch_msssim import ssim
 from torch import Tensor
 
-from tinysplat_ns.core import ssim_cpp
+from tinysplat_ns.core.kernels import ssim as compiled_ssim
 from tinysplat_ns.core.losses.base import LossInputs, LossTerm
 
 
@@ -43,7 +43,7 @@ class DSSIM(LossTerm):
     window_size: int = 11
     window_sigma: float = 1.5
     implementation: Literal["pytorch-msssim", "compiled"] = "compiled"
-    """The same SSIM and gradient compiled (core/ssim_cpp.cpp) for float32 CPU images, pytorch-msssim's
+    """The same SSIM and gradient compiled (core/kernels/ssim.cpp) for float32 CPU images, pytorch-msssim's
     convolutions for others (CUDA, float64) or when asked: a lego step at 800x800 231 -> 174 ms on 2
     cores, the same test PSNR on lego over 3 seeds (docs/benchmarks.md)."""
 
@@ -55,8 +55,8 @@ class DSSIM(LossTerm):
         offsets = torch.arange(self.window_size, dtype=pred.dtype, device=pred.device) - self.window_size // 2
         window = torch.exp(-(offsets**2) / (2 * self.window_sigma**2))
         window = window / window.sum()
-        if self.implementation == "compiled" and ssim_cpp.supports(pred, gt):
-            return 1.0 - ssim_cpp.ssim(pred, gt, window)
+        if self.implementation == "compiled" and compiled_ssim.supports(pred, gt):
+            return 1.0 - compiled_ssim.ssim(pred, gt, window)
         window = window.expand(pred.shape[-1], 1, 1, -1)
         value = ssim(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None], data_range=1.0, win=window)
         return 1.0 - value

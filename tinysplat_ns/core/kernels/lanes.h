@@ -1,5 +1,5 @@
-// The vector lanes of TinySplat's compiled CPU path (rasterize_cpp.cpp: eight or sixteen pixels at a
-// time; project_cpp.cpp: as many Gaussians), in GCC/Clang vector types: the compiler's
+// The vector lanes of TinySplat's compiled CPU path (rasterize.cpp: eight or sixteen pixels at a
+// time; project.cpp: as many Gaussians), in GCC/Clang vector types: the compiler's
 // auto-vectoriser gives up on these loops' selects without -ffast-math, which would also drop the NaN
 // propagation the trainer's divergence check relies on. Comparisons give lane masks (-1 / 0);
 // `mask ? a : b` selects per lane. Arithmetic is IEEE lane by lane, as the scalar operations are.

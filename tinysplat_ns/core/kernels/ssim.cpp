@@ -1,6 +1,6 @@
 // SSIM of two images as pytorch-msssim computes it (its window separable, at the positions where it
 // fits in the image; K1 = 0.01, K2 = 0.03, data range 1), averaged over channels and positions, and its
-// gradient with respect to the first image; built into the same library as rasterize_cpp.cpp. Through
+// gradient with respect to the first image; built into the same library as rasterize.cpp. Through
 // PyTorch's convolutions (ten depthwise ones forward, six backward, on 11-tap windows) DSSIM costs a
 // quarter of a CPU training step at 800x800.
 

@@ -613,7 +613,7 @@ Plan make_plan(const at::Tensor& tile_ids, const at::Tensor& tile_start, const a
                 "plan tensors must be contiguous int64 CPU tensors");
   }
   TORCH_CHECK(isect_gids.scalar_type() == at::kInt && isect_gids.is_contiguous() && isect_gids.device().is_cpu(),
-              "the plan's Gaussian ids must be a contiguous int32 CPU tensor (rasterize_cpp.plan_tiles)");
+              "the plan's Gaussian ids must be a contiguous int32 CPU tensor (kernels/rasterize.py's plan_tiles)");
   const int ts = static_cast<int>(tile_size);
   return Plan{tile_ids.data_ptr<int64_t>(), tile_start.data_ptr<int64_t>(), tile_count.data_ptr<int64_t>(),
               isect_gids.data_ptr<int32_t>(), tile_ids.numel(), static_cast<int>(width), static_cast<int>(height),

@@ -1,13 +1,13 @@
 """SSIM as pytorch-msssim computes it (a separable window at the positions where it fits, K1 = 0.01,
 K2 = 0.03, data range 1, the mean over channels and positions) of two [H, W, C] images, compiled
-(`ssim_cpp.cpp`, built into rasterize_cpp's library) with a hand-written gradient for the first
-image. DSSIM's `implementation="compiled"` takes it for float32 CPU images.
+(`ssim.cpp`) with a hand-written gradient for the first image. DSSIM's `implementation="compiled"`
+takes it for float32 CPU images.
 """
 
 import torch
 from torch import Tensor
 
-from tinysplat_ns.core import rasterize_cpp
+from tinysplat_ns.core.kernels import build
 from tinysplat_ns.core.rasterize_torch import keep_freed_memory
 
 
@@ -16,7 +16,7 @@ def supports(pred: Tensor, gt: Tensor) -> bool:
         pred.device.type == "cpu"
         and pred.dtype == gt.dtype == torch.float32
         and not gt.requires_grad
-        and rasterize_cpp.available()
+        and build.available()
     )
 
 
@@ -30,11 +30,11 @@ class SsimCpp(torch.autograd.Function):
         keep_freed_memory()  # its scratch (12 MB at 400x300) from the heap, not page-faulted in each call
         x, y, w = _planes(pred), _planes(gt), window.detach().contiguous()
         ctx.save_for_backward(x, y, w)
-        return pred.new_tensor(rasterize_cpp._ops().ssim_forward(x, y, w))
+        return pred.new_tensor(build.ops().ssim_forward(x, y, w))
 
     @staticmethod
     def backward(ctx, grad):
-        v_x = rasterize_cpp._ops().ssim_backward(*ctx.saved_tensors, float(grad))
+        v_x = build.ops().ssim_backward(*ctx.saved_tensors, float(grad))
         return v_x.permute(1, 2, 0), None, None
 
 

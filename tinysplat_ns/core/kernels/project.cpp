@@ -1,5 +1,5 @@
 // The per-Gaussian half of TinySplat's compiled CPU path, built into the same library as
-// rasterize_cpp.cpp: the EWA projection of projection.py and the SH colours of sh.py, forward and
+// rasterize.cpp: the EWA projection of projection.py and the SH colours of sh.py, forward and
 // hand-derived backward over ATen's threads: the projection and the SH colours LANES Gaussians at a
 // time, one to a vector lane (lanes.h), the SH gradients one Gaussian at a time. In PyTorch these
 // were a few dozen elementwise kernels over [C, N] tensors each way, and at 200k Gaussians they cost

@@ -1,14 +1,13 @@
-"""The per-Gaussian half of the compiled CPU path: `project_cpp.cpp` (built into the same library as
-rasterize_cpp's kernels) computes `projection.project_gaussians` and the SH colours of `sh.eval_sh`
-(offset by 0.5, clamped at 0, as the rasterizer takes them) with hand-written backward passes. Used
-where the compiled rasterizer is; the PyTorch versions stay for the rest (float64, MPS, a camera
+"""The per-Gaussian half of the compiled CPU path: `project.cpp` computes `projection.project_gaussians`
+and the SH colours of `sh.eval_sh` (offset by 0.5, clamped at 0, as the rasterizer takes them) with
+hand-written backward passes. Used where the compiled rasterizer is; the PyTorch versions stay for the rest (float64, MPS, a camera
 that is being optimised: these give the cameras no gradient).
 """
 
 import torch
 from torch import Tensor
 
-from tinysplat_ns.core import rasterize_cpp
+from tinysplat_ns.core.kernels import build
 from tinysplat_ns.core.projection import Projection, camera_centers
 
 
@@ -21,7 +20,7 @@ class ProjectGaussiansCpp(torch.autograd.Function):
     def forward(ctx, means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane, with_compensation):
         inputs = _detached(means, quats, scales, viewmats, Ks)
         settings = (width, height, eps2d, near_plane, far_plane)
-        means2d, conics, depths, radii, compensations = rasterize_cpp._ops().project_forward(
+        means2d, conics, depths, radii, compensations = build.ops().project_forward(
             *inputs, *settings, with_compensation
         )
         ctx.settings = settings
@@ -33,7 +32,7 @@ class ProjectGaussiansCpp(torch.autograd.Function):
     def backward(ctx, v_means2d, v_conics, v_depths, _v_radii, v_compensations):
         *inputs, radii = ctx.saved_tensors
         grads = [None if g is None else g.contiguous() for g in (v_means2d, v_conics, v_depths, v_compensations)]
-        v_means, v_quats, v_scales = rasterize_cpp._ops().project_backward(*inputs, *ctx.settings, radii, *grads)
+        v_means, v_quats, v_scales = build.ops().project_backward(*inputs, *ctx.settings, radii, *grads)
         return v_means, v_quats, v_scales, *([None] * 8)
 
 
@@ -52,14 +51,14 @@ class ShadeCpp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, degree, means, campos, coeffs):
         inputs = _detached(means, campos, coeffs)
-        colors = rasterize_cpp._ops().sh_forward(degree, *inputs)
+        colors = build.ops().sh_forward(degree, *inputs)
         ctx.degree = degree
         ctx.save_for_backward(*inputs, colors)
         return colors
 
     @staticmethod
     def backward(ctx, v_colors):
-        v_means, v_coeffs = rasterize_cpp._ops().sh_backward(ctx.degree, *ctx.saved_tensors, v_colors.contiguous())
+        v_means, v_coeffs = build.ops().sh_backward(ctx.degree, *ctx.saved_tensors, v_colors.contiguous())
         return None, v_means, None, v_coeffs
 
 
