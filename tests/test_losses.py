@@ -109,7 +109,7 @@ def test_compiled_dssim_matches_pytorch_msssim_in_float64(case):
     reference, ours = pred.clone().requires_grad_(), pred.float().requires_grad_()
     expected = reference_term(image_inputs(reference, gt, mask=mask))
     expected.backward()
-    assert compiled_ssim.supports(ours, gt.float())
+    assert compiled_ssim.supports(ours, gt.float(), torch.ones(compiled_term.window_size))
     value = compiled_term(image_inputs(ours, gt.float(), mask=mask))
     value.backward()
     assert 0.2 < expected.item() < 0.9
@@ -119,6 +119,23 @@ def test_compiled_dssim_matches_pytorch_msssim_in_float64(case):
     same = gt.float().requires_grad_()
     assert compiled_term(image_inputs(same, gt.float())).item() == pytest.approx(0, abs=1e-6)
 
+
+
+def test_dssim_of_an_image_narrower_than_its_window_is_pytorch_msssims():
+    """A small scene's first steps at a quarter of its size give images narrower than the 11-pixel
+    window: the default DSSIM then takes pytorch-msssim's (which smooths along the other axis only)
+    instead of the compiled SSIM's error, with the same value and gradient."""
+    pred, gt = (image.float()[:8, :40] for image in photo_pair())
+    values, grads = [], []
+    for term in (DSSIM(), DSSIM(implementation="pytorch-msssim")):
+        image = pred.clone().requires_grad_()
+        with pytest.warns(UserWarning, match="Skipping Gaussian Smoothing"):
+            value = term(image_inputs(image, gt))
+        value.backward()
+        values.append(value.item())
+        grads.append(image.grad)
+    assert 0.05 < values[0] == values[1]
+    assert torch.equal(grads[0], grads[1])
 
 def test_default_loss_is_the_published_3dgs_loss():
     pred, gt = photo_pair()

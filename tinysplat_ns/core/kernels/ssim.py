@@ -11,11 +11,15 @@ from tinysplat_ns.core.kernels import build
 from tinysplat_ns.core.rasterize_torch import keep_freed_memory
 
 
-def supports(pred: Tensor, gt: Tensor) -> bool:
+def supports(pred: Tensor, gt: Tensor, window: Tensor) -> bool:
+    """Whether `ssim` takes these: float32 CPU images [H, W, C] that the window fits in (pytorch-msssim
+    smooths a smaller image along the other axis only, as the first steps of a small scene at a
+    quarter of its size need)."""
     return (
         pred.device.type == "cpu"
         and pred.dtype == gt.dtype == torch.float32
         and not gt.requires_grad
+        and min(pred.shape[0], pred.shape[1]) >= window.numel()
         and build.available()
     )
 

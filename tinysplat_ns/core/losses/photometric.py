@@ -55,7 +55,7 @@ class DSSIM(LossTerm):
         offsets = torch.arange(self.window_size, dtype=pred.dtype, device=pred.device) - self.window_size // 2
         window = torch.exp(-(offsets**2) / (2 * self.window_sigma**2))
         window = window / window.sum()
-        if self.implementation == "compiled" and compiled_ssim.supports(pred, gt):
+        if self.implementation == "compiled" and compiled_ssim.supports(pred, gt, window):
             return 1.0 - compiled_ssim.ssim(pred, gt, window)
         window = window.expand(pred.shape[-1], 1, 1, -1)
         value = ssim(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None], data_range=1.0, win=window)
