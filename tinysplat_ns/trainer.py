@@ -9,7 +9,6 @@ its buckets cannot follow the Gaussians' changing count), and process 0 alone se
 writes logs and checkpoints. What they exchange is `core/distributed.py`."""
 
 import dataclasses
-import math
 import os
 import signal
 import sys
@@ -94,6 +93,12 @@ class TinySplatTrainerConfig(TrainerConfig):
             super().save_config()
 
 
+def all_finite(tensors: List[torch.Tensor]) -> bool:
+    """Whether no value is NaN or infinite. A NaN or an infinity makes its tensor's sum so (as does a
+    sum past float32's 3e38: no step to take either), and sums read at memory speed: 0.5 ms for the
+    gradients of 235k Gaussians on 2 cores, where `isfinite(t).all()` takes 30 (benchmarks/finite_check.py)."""
+    return not tensors or bool(torch.isfinite(torch.stack([t.sum() for t in tensors])).all())
+
 class FiniteStepOptimizers(Optimizers):
     """Optimizers that refuse a step whose gradients are not all finite (a NaN or infinite loss
     gives such gradients): the parameters and Adam's moments stay as they were."""
@@ -114,10 +119,7 @@ class FiniteStepOptimizers(Optimizers):
         ]
         # averaged first, so every process takes the same step, or skips it
         self.stop_requested = self.collectives.mean_gradients(params, self.stop_requested)
-        grads = [p.grad for p in params if p.grad is not None]
-        # each one's largest magnitude is NaN or infinite if any of its values is: one read, one sync
-        largest = [torch.linalg.vector_norm(g, math.inf) for g in grads]
-        self.skipped_step = bool(grads) and not bool(torch.isfinite(torch.stack(largest)).all())
+        self.skipped_step = not all_finite([p.grad for p in params if p.grad is not None])
         if self.skipped_step:
             self.zero_grad_all()
             return
