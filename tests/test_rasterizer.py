@@ -193,7 +193,8 @@ def test_compiled_plan_is_the_torch_plan(threads, depth_range):
     torch.set_num_threads(threads)
     try:
         for tile_size in (8, 16):
-            ours, reference = compiled_rasterizer.plan_tiles(*args, tile_size), rasterize_torch.plan_tiles(*args, tile_size)
+            ours = compiled_rasterizer.plan_tiles(*args, tile_size)
+            reference = rasterize_torch.plan_tiles(*args, tile_size)
             assert reference.n_isects > 10 * len(reference.tile_ids)
             for name in ("tile_ids", "tile_start", "tile_count", "isect_gids"):  # the compiled ids are int32
                 assert torch.equal(getattr(ours, name).long(), getattr(reference, name)), name
@@ -231,7 +232,8 @@ def test_compiled_projection_matches_pytorch(antialiased):
     assert build.available()
     means, quats, scales, viewmats, Ks = spread_gaussians(3005)  # not a whole number of vectors of Gaussians
     results = {}
-    for name, project, dtype in (("torch", project_gaussians, torch.float64), ("cpp", compiled_projection.project_gaussians, torch.float32)):
+    compiled = compiled_projection.project_gaussians
+    for name, project, dtype in (("torch", project_gaussians, torch.float64), ("cpp", compiled, torch.float32)):
         inputs = [t.to(dtype).requires_grad_() for t in (means, quats, scales)]
         proj = project(*inputs, viewmats.to(dtype), Ks.to(dtype), 140, 90, with_compensation=antialiased)
         results[name] = (proj, inputs)
@@ -265,8 +267,8 @@ def test_compiled_projection_matches_pytorch(antialiased):
 @pytest.mark.parametrize("stored", ["16 coefficients", "the degree's"])
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_compiled_sh_colours_match_pytorch(degree, stored):
-    """The compiled SH colours (core/kernels/project) (offset and clamped at 0 as rasterized) against sh.eval_sh in float64,
-    with the gradients of the coefficients and of the means (through the view directions), from two
+    """The compiled SH colours (core/kernels/project; offset and clamped at 0 as rasterized) against
+    sh.eval_sh in float64, with the gradients of the coefficients and of the means (through the view directions), from two
     cameras; some colours are clamped. The coefficients stored for degree 3 (as models keep them: the
     forward pass reads them in square blocks) or just the degree's (read a lane at a time), and a
     number of Gaussians that is no whole number of vectors."""

@@ -1,7 +1,7 @@
 """The per-Gaussian half of the compiled CPU path: `project.cpp` computes `projection.project_gaussians`
 and the SH colours of `sh.eval_sh` (offset by 0.5, clamped at 0, as the rasterizer takes them) with
-hand-written backward passes. Used where the compiled rasterizer is; the PyTorch versions stay for the rest (float64, MPS, a camera
-that is being optimised: these give the cameras no gradient).
+hand-written backward passes. Used where the compiled rasterizer is; the PyTorch versions stay for the
+rest (float64, MPS, a camera that is being optimised: these give the cameras no gradient).
 """
 
 import torch
