@@ -125,33 +125,52 @@ def test_method_adam_is_torch_adam_through_a_clone_and_split():
         torch.testing.assert_close(runs[0][name], runs[1][name], rtol=1e-5, atol=1e-6)
 
 
-def test_adc_resets_opacities_at_its_interval_and_not_before_the_first_step():
-    """gsplat 1.4 caps every opacity at 2 * prune_opa at step 0 too, which crushed the SfM points'
-    0.1 and a start from a trained splat; ours first resets at step reset_every (as 3DGS does)."""
+def adc_steps(adc, steps):
+    """Opaque Gaussians in front of a camera through ADC's hooks at `steps`: whether each step
+    capped their opacities (a reset), and the strategy's state."""
     from tinysplat_ns.core.rasterization import rasterization
-    from tinysplat_ns.core.strategies.adc import ADC
 
     params, optimizers = adam_params(50)
     with torch.no_grad():
         params["means"][:, 2] += 4.0  # in front of the camera
-        params["opacities"].fill_(2.0)  # sigmoid: 0.88
-    adc = ADC(refine_start_iter=1000, reset_every=30)
     state = adc.initialize_state(scene_scale=1.0)
     K = torch.tensor([[[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]]])
-    for step in (0, 30):
+    resets = []
+    for step in steps:
+        with torch.no_grad():
+            params["opacities"].fill_(2.0)  # sigmoid: 0.88
         image, _, info = rasterization(
             params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"][:, 0]),
             torch.rand(50, 3), torch.eye(4)[None], K, 32, 32,
         )  # fmt: skip
         adc.step_pre_backward(params, optimizers, state, step, info)
         image.sum().backward()
-        before = params["opacities"].detach().clone()
         adc.step_post_backward(params, optimizers, state, step, info)
-        if step == 0:
-            assert torch.equal(params["opacities"].detach(), before)
-            assert state["count"].sum() > 0  # its statistics gathered all the same
-        else:
-            assert torch.sigmoid(params["opacities"]).max() <= 2 * adc.prune_opa + 1e-6
+        resets.append(bool(torch.sigmoid(params["opacities"]).max() <= 2 * adc.prune_opa + 1e-6))
+    return resets, state
+
+
+def test_adc_resets_opacities_at_its_interval_and_not_before_the_first_step():
+    """gsplat 1.4 caps every opacity at 2 * prune_opa at step 0 too, which crushed the SfM points'
+    0.1 and a start from a trained splat; ours first resets at step reset_every (as 3DGS does)."""
+    from tinysplat_ns.core.strategies.adc import ADC
+
+    resets, state = adc_steps(ADC(refine_start_iter=1000, reset_every=30), (0, 30))
+    assert resets == [False, True]
+    assert state["count"].sum() > 0  # step 0's statistics gathered all the same
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_adc_over_a_fixed_background_resets_opacities_where_refinement_starts_too(fixed):
+    """3DGS's extra reset over white, for a run whose background is one colour (the model says so)."""
+    from tinysplat_ns.core.strategies.adc import RESET_RECOVERY_STEPS, ADC
+
+    adc = ADC(refine_start_iter=10, reset_every=1000)
+    adc.set_fixed_background(fixed)
+    resets, _ = adc_steps(adc, (9, 10, 11, 1000))
+    assert resets == [False, fixed, False, True]
+    assert adc.upset(10) == adc.upset(9 + RESET_RECOVERY_STEPS) == fixed  # checkpoints wait for it to heal
+    assert not adc.upset(10 + RESET_RECOVERY_STEPS) and not adc.upset(9)
 
 
 def test_budget_removal_keeps_each_survivors_moments():

@@ -119,16 +119,19 @@ class CheckedDatamanager(FullImageDatamanager[CheckedDataset]):
         self.train_dataset.metadata["dataparser_transform"] = (outputs.dataparser_transform, outputs.dataparser_scale)
         self.train_dataset.metadata["camera_extent"] = camera_extent(outputs.cameras.camera_to_worlds)
         # Photos with alpha keep it: the model composites them onto the background it renders over
-        # (a random one each training step), not onto the dataparser's colour (Blender's white) while
-        # it renders over another. The dataparser's colour stays the background of evaluation.
+        # (the dataparser's colour, Blender's white, or a random one each training step), never onto one
+        # colour while it renders over another. The dataparser's colour stays the background of evaluation.
         self.train_dataset.metadata["alpha_color"] = outputs.alpha_color
         for dataset in (self.train_dataset, self.eval_dataset):
             dataset._dataparser_outputs.alpha_color = None
         self.train_dataset.metadata["test_mode"] = test_mode
         self.train_pixel_sampler = NoPixelSampler()
-        # Decode now, so a broken image stops the run before training starts, not in its middle.
+        # Decode now, so a broken image stops the run before training starts, not in its middle (and
+        # the model knows whether the photos have alpha: its background follows)
         if test_mode == "val":  # training
-            _ = self.cached_train
+            self.train_dataset.metadata["photos_have_alpha"] = any(
+                view["image"].shape[-1] == 4 for view in self.cached_train
+            )
         if test_mode != "inference":
             _ = self.cached_eval
 

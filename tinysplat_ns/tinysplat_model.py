@@ -73,6 +73,11 @@ class TinySplatModelConfigBase(SplatfactoModelConfig):
     random_scale: Optional[float] = None
     """Side of the cube (centred at the origin) that the random initial Gaussians fill; by default
     they fill the dataset's scene box (Blender's [-1.5, 1.5]^3, Nerfstudio data's [-1, 1]^3)."""
+    background_color: Literal["auto", "random", "black", "white"] = "auto"
+    """What training renders over. "auto": where the dataset's photos have alpha, the colour they are
+    meant to be seen on (Blender's white; else the viewer's grey), as 3DGS trains NeRF-Synthetic; a new
+    random colour each step otherwise, as splatfacto does. Evaluation and the viewer show photos with alpha
+    on the dataset's colour (with "white" or "black", on that one)."""
     init_ply_frame: Literal["run", "data"] = "run"
     """The coordinates of --pipeline.model.init-ply: "run": a Nerfstudio run's on this dataset (what
     ns-export and tinysplat-export write); "data": the dataset's own, e.g. COLMAP's (what Inria's
@@ -165,14 +170,19 @@ class TinySplatModel(SplatfactoModel):
         self.step = 0
         self.crop_box = None
         alpha_color = self.kwargs["metadata"].get("alpha_color")
-        if self.config.background_color == "random":
-            # what evaluation and the viewer render over (training draws random ones): the colour the
-            # dataset's photos with alpha are meant to be seen on (Blender's white), else the viewer's grey
-            self.background_color = alpha_color if alpha_color is not None else torch.tensor([0.1490, 0.1647, 0.2157])
-        else:
+        if self.config.background_color in ("white", "black"):
             from nerfstudio.utils.colors import get_color
 
             self.background_color = get_color(self.config.background_color)
+        else:
+            # what evaluation and the viewer render over: the colour the dataset's photos with alpha are
+            # meant to be seen on (Blender's white), else the viewer's grey
+            self.background_color = alpha_color if alpha_color is not None else torch.tensor([0.1490, 0.1647, 0.2157])
+        # what training renders over: that same colour, or a new random one each step (None)
+        random_background = self.config.background_color == "random" or (
+            self.config.background_color == "auto" and not self.kwargs["metadata"].get("photos_have_alpha", False)
+        )
+        self.training_background = None if random_background else self.background_color.clone()
         if self.config.use_bilateral_grid:
             self.bil_grids = BilateralGrid(
                 num=self.num_train_data,
@@ -182,6 +192,7 @@ class TinySplatModel(SplatfactoModel):
             )
         self.strategy: Strategy = configured(self.config, self.config.strategy)
         self.strategy.set_budget(self.config.max_gaussians)
+        self.strategy.set_fixed_background(self.training_background is not None)
         # 3DGS's scene extent from the training cameras: the strategy's size thresholds are multiples of it
         # (the means' learning rate too: the trainer scales it)
         self.scene_scale = float(self.kwargs["metadata"].get("camera_extent", 1.0))
@@ -326,6 +337,15 @@ class TinySplatModel(SplatfactoModel):
                 k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in extra["state"].items()
             }
 
+    def _get_background_color(self) -> Tensor:
+        """Training: the fixed colour, or a new random one each step; evaluation and the viewer:
+        `background_color` (which the viewer's background control sets)."""
+        if not self.training:
+            return self.background_color.to(self.device)
+        if self.training_background is None:
+            return torch.rand(3, device=self.device)
+        return self.training_background.to(self.device)
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         if isinstance(camera, RayBundle):  # Nerfstudio's NeRF exporters
             refuse_ray_sampling()
@@ -384,7 +404,11 @@ class TinySplatModel(SplatfactoModel):
             self.info = info
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info)
 
-        rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
+        rgb = render[..., :3] + (1 - alpha) * background
+        if not self.training:
+            # 3DGS trains on the unclamped render: a clamp there gives no gradient to a pixel brighter than
+            # 1, so a bright floater over white, or an overshoot in a highlight, is never corrected
+            rgb = torch.clamp(rgb, 0.0, 1.0)
         if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:
             rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], height, width)
         depth = None

@@ -5,7 +5,9 @@ PyTorch and runs on any device. Added here: a hard cap on the number of Gaussian
 reset on gsplat 1.5.3 too (its `step % self.reset_every == 0 & step > 0` is never true), and none at
 step 0, where gsplat 1.4 resets (3DGS's first is at its reset interval): capping every opacity at
 2 * prune_opa before the first step crushes the SfM points' 0.1 and wipes a start from a trained
-splat (`--pipeline.model.init-ply`)."""
+splat (`--pipeline.model.init-ply`). Over a fixed background, one more reset where refinement starts,
+as 3DGS does over white: the start's faint Gaussians have by then learnt the background's colour, and
+stay as haze in front of the object otherwise (lego, 3000 steps: 27.45 dB with it, 25.81 without)."""
 
 from dataclasses import dataclass
 
@@ -23,6 +25,15 @@ RESET_RECOVERY_STEPS = 200
 
 @dataclass
 class ADC(DefaultStrategy, Strategy):
+    def set_fixed_background(self, fixed: bool) -> None:
+        self._fixed_background = fixed
+
+    def _resets_at(self, step: int) -> bool:
+        if not 0 < step < self.refine_stop_iter:
+            return False
+        refinement_starts = getattr(self, "_fixed_background", False) and step == self.refine_start_iter
+        return step % self.reset_every == 0 or refinement_starts
+
     def set_budget(self, max_gaussians: int) -> None:
         """Growth stops at the cap: while there is room, only the steepest gradients still grow."""
         self._max_gaussians = max_gaussians
@@ -32,8 +43,7 @@ class ADC(DefaultStrategy, Strategy):
         return self.absgrad
 
     def upset(self, step: int) -> bool:
-        last_reset = step - step % self.reset_every  # resets come at 0 < step < refine_stop_iter
-        return 0 < last_reset < self.refine_stop_iter and step - last_reset < RESET_RECOVERY_STEPS
+        return any(self._resets_at(s) for s in range(step - RESET_RECOVERY_STEPS + 1, step + 1))
 
     def step_post_backward(self, params, optimizers, state, step, info):
         if step == 0:
@@ -42,7 +52,7 @@ class ADC(DefaultStrategy, Strategy):
                 self._update_state(params, state, info, packed=False)
             return
         super().step_post_backward(params, optimizers, state, step, info, packed=False)
-        if step < self.refine_stop_iter and step % self.reset_every == 0:
+        if self._resets_at(step):
             # gsplat 1.4's schedule; where gsplat 1.4 has just reset, this one changes nothing (same cap,
             # moments zero already)
             reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)

@@ -34,6 +34,10 @@ class Strategy:
         """Honour a hard cap on the number of Gaussians (0: none). The model also removes the
         least opaque past the cap after every step, so a strategy that ignores this stays capped."""
 
+    def set_fixed_background(self, fixed: bool) -> None:
+        """Whether training renders over one fixed colour (photos with alpha on the dataset's own
+        background) rather than a random one each step."""
+
     def regularization(self, params) -> Dict[str, Tensor]:
         """Loss terms the strategy needs (3DGS-MCMC's opacity and scale penalties), by name."""
         return {}
