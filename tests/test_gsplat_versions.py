@@ -56,12 +56,14 @@ def test_same_calls_and_same_training_under_gsplat_1_4_and_1_5(gsplat_1_5_env, t
 def test_strategy_ops_under_gsplat_1_5(gsplat_1_5_env):
     """Our parameter and optimizer surgery over gsplat 1.5.3's helpers, which now look Adam's state
     up by the parameter itself: the moments still move with their Gaussians, ADC first resets
-    opacities at its interval (gsplat 1.5 never would), and checkpoints wait for a reset to heal."""
+    opacities at its interval (gsplat 1.5 never would) and, over a fixed background, where refinement
+    starts too, and checkpoints wait for a reset to heal."""
     unit_tests = "not real_scene and not budget_holds and not resume and not another_package"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_strategies.py"), "-k", unit_tests],
         env=gsplat_1_5_env, capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
-    # with the checkpoint-after-reset one and the method's fused Adam through a clone and split
-    assert "9 passed" in result.stdout, result.stdout[-1000:]
+    # with the checkpoint-after-reset one, the fixed background's reset (two) and the method's fused
+    # Adam through a clone and split
+    assert "11 passed" in result.stdout, result.stdout[-1000:]
