@@ -11,13 +11,18 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@# libusb: open3d, which ns-export imports; ffmpeg: ns-render; chromium: the viewer and compare tests;
-	@# npm: the .ply tests' outside reader (splat-transform)
-	@missing=""; ldconfig -p | grep -q libusb-1.0.so.0 || missing="libusb-1.0-0"; \
+	@# npm: the .ply tests' outside reader (splat-transform); clang: the test of the kernels as macOS builds them.
+	@# Without apt-get (macOS, Fedora) one line says what to install; the demo needs none of them.
+	@missing=""; \
+	if [ "$$(uname)" = Linux ]; then ldconfig -p | grep -q libusb-1.0.so.0 || missing="libusb-1.0-0"; fi; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
-	if [ -n "$$missing" ]; then sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; fi
+	command -v clang++ >/dev/null || missing="$$missing clang"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; \
+	elif [ -n "$$missing" ]; then echo "make: no apt-get here: for ns-render and the tests, install$$missing" \
+	  "(Debian's names) with your package manager (brew, dnf); the demo runs without them"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 nerfstudio==1.1.5
 	$(VENV)/bin/pip install -q -e '.[test]'

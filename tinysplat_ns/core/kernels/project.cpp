@@ -5,7 +5,6 @@
 // were a few dozen elementwise kernels over [C, N] tensors each way, and at 200k Gaussians they cost
 // more than the compositing itself (docs/benchmarks.md).
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -13,6 +12,7 @@
 #include <torch/library.h>
 
 #include "lanes.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -164,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_f
   const float eps = static_cast<float>(eps2d);
   for (int64_t c = 0; c < C; ++c) {
     const Camera cam(cams.viewmats + 16 * c, cams.Ks + 9 * c, width, height);
-    at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
+    tinysplat::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; n += LANES) {
         const int count = static_cast<int>(std::min<int64_t>(LANES, end - n));
         const Projected s = project_lanes(cam, GaussianLanes(m, q, sc, n, count), eps, near_plane, far_plane);
@@ -221,7 +221,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
   const int32_t* rad = radii.data_ptr<int32_t>();
   float *vm = v_means.data_ptr<float>(), *vq = v_quats.data_ptr<float>(), *vs = v_scales.data_ptr<float>();
   const float eps = static_cast<float>(eps2d);
-  at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; n += LANES) {
       const int count = static_cast<int>(std::min<int64_t>(LANES, end - n));
       const GaussianLanes g(m, qt, sc, n, count);
@@ -382,7 +382,7 @@ at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor&
   const float *m = means.data_ptr<float>(), *cp = campos.data_ptr<float>(), *sh = coeffs.data_ptr<float>();
   float* out = colors.data_ptr<float>();
   const int row = static_cast<int>(3 * K);
-  at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
     for (int64_t c = 0; c < C; ++c) {
       for (int64_t n = begin; n < end; n += LANES) {
         const int count = static_cast<int>(std::min<int64_t>(LANES, end - n));
@@ -425,7 +425,7 @@ std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor&
   const float *m = means.data_ptr<float>(), *cp = campos.data_ptr<float>(), *sh = coeffs.data_ptr<float>(),
               *col = colors.data_ptr<float>(), *gcol = v_colors.data_ptr<float>();
   float *vm = v_means.data_ptr<float>(), *vsh = v_coeffs.data_ptr<float>();
-  at::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, N, GRAIN, [&](int64_t begin, int64_t end) {
     float b[16], d[16][3];
     for (int64_t n = begin; n < end; ++n) {
       const float* __restrict coeff = sh + n * K * 3;  // (the gradient's stores do not reload it)

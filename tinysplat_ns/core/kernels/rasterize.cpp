@@ -6,7 +6,6 @@
 // The backward pass walks each tile back to front from each pixel's last drawn Gaussian and
 // recovers the transmittance by division, as gsplat's CUDA kernel does.
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/ones.h>
@@ -15,6 +14,7 @@
 #include <torch/library.h>
 
 #include "lanes.h"
+#include "parallel.h"
 
 #include <cfloat>
 #include <cmath>
@@ -168,7 +168,7 @@ int64_t tile_workers(int64_t n_tiles) { return std::min<int64_t>(at::get_num_thr
 template <typename Fn>
 void for_each_tile(int64_t n_tiles, const Fn& fn) {
   const int64_t workers = tile_workers(n_tiles);
-  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       for (int64_t t = w; t < n_tiles; t += workers) fn(t, w);
     }
@@ -379,7 +379,7 @@ using Scratch = std::vector<T, Uninitialized<T>>;
 // so what the workers write one after another comes out as one pass in order would write it.
 template <typename Fn>
 void for_each_piece(int64_t n, int64_t workers, const Fn& fn) {
-  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) fn(w, n * w / workers, n * (w + 1) / workers);
   });
 }
@@ -548,7 +548,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   const float* op = opacities.data_ptr<float>();
   const int32_t* rad = radii_i.data_ptr<int32_t>();
   Scratch<int32_t> rect(4 * N);  // first tile x, y and tiles across, down; 0 across = not drawn
-  at::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
     tile_rects(begin, end, m, cn, op, rad, width, height, tile_size, rect.data());
   });
   const int64_t workers = at::get_num_threads();
@@ -556,7 +556,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   const int64_t n_drawn = static_cast<int64_t>(order.size());
   // the drawn Gaussians' rectangles in depth order: the passes below read them in turn, not at random
   Scratch<DrawnRect> drawn(n_drawn);
-  at::parallel_for(0, n_drawn, 4096, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, n_drawn, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const int32_t id = static_cast<int32_t>(order[k] & UINT32_MAX);
       const int32_t* r = &rect[4 * id];
@@ -679,7 +679,7 @@ std::vector<at::Tensor> split_rows(const at::Tensor& v_rows, int64_t D, bool abs
   float* to[5];
   for (size_t k = 0; k < out.size(); ++k) to[k] = out[k].data_ptr<float>();
   const float* rows = v_rows.data_ptr<float>();
-  at::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       float sum[MAX_ROW];
       for (int64_t j = 0; j < R; ++j) sum[j] = rows[n * R + j];

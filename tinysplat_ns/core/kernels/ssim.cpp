@@ -4,10 +4,11 @@
 // PyTorch's convolutions (ten depthwise ones forward, six backward, on 11-tap windows) DSSIM costs a
 // quarter of a CPU training step at 800x800.
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
+
+#include "parallel.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -54,7 +55,7 @@ inline void window_along(const float* __restrict a, const float* __restrict b, c
 // [MAPS, H, WO]), then down each column.
 void windowed_means(const Planes& p, const float* x, const float* y, const float* w, float* rows, float* maps) {
   const int64_t H = p.H, W = p.W, S = p.S, HO = p.HO, WO = p.WO;
-  at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float *xr = x + r * W, *yr = y + r * W;
       const auto out = [&](int m) { return rows + (m * H + r) * WO; };
@@ -65,7 +66,7 @@ void windowed_means(const Planes& p, const float* x, const float* y, const float
       window_along(xr, yr, w, S, WO, out(4), [](float a, float b) { return a * b; });
     }
   });
-  at::parallel_for(0, HO, 16, [&](int64_t begin, int64_t end) {
+  tinysplat::parallel_for(0, HO, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       for (int m = 0; m < MAPS; ++m) {
         float* out = maps + (m * HO + r) * WO;
@@ -102,7 +103,7 @@ double ssim_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
   for (int64_t c = 0; c < p.C; ++c) {
     windowed_means(p, x.data_ptr<float>() + c * p.H * p.W, y.data_ptr<float>() + c * p.H * p.W,
                    window.data_ptr<float>(), rows.get(), maps.get());
-    at::parallel_for(0, p.HO, 16, [&](int64_t begin, int64_t end) {
+    tinysplat::parallel_for(0, p.HO, 16, [&](int64_t begin, int64_t end) {
       std::vector<float> values(p.WO);  // a row's values first: that loop vectorises, the sum does not
       for (int64_t r = begin; r < end; ++r) {
         for (int64_t i = 0; i < p.WO; ++i) {
@@ -137,7 +138,7 @@ at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Ten
     const float *xc = x.data_ptr<float>() + c * H * W, *yc = y.data_ptr<float>() + c * H * W;
     windowed_means(p, xc, yc, w, rows.get(), maps.get());
     // d: the derivatives of SSIM at each position by the windowed means of x, x^2 and x y
-    at::parallel_for(0, plane, 4096, [&](int64_t begin, int64_t end) {
+    tinysplat::parallel_for(0, plane, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const Terms t(maps.get(), plane, i);
         const float dl = 2.0f * (t.mu2 - t.mu1 * t.l) / t.B, dcs = 2.0f * (t.mu1 * t.cs - t.mu2) / t.D;
@@ -147,7 +148,7 @@ at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Ten
       }
     });
     // down the columns: back[m][r] = sum over k of w[k] d[m][r - k]
-    at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+    tinysplat::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         for (int m = 0; m < 3; ++m) {
           float* out = back.get() + (m * H + r) * WO;
@@ -160,7 +161,7 @@ at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Ten
     });
     // along the rows, and the chain rule through x^2 and x y
     float* vc = v_x.data_ptr<float>() + c * H * W;
-    at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+    tinysplat::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
       std::vector<float> spread(3 * W);
       for (int64_t r = begin; r < end; ++r) {
         std::fill(spread.begin(), spread.end(), 0.0f);
