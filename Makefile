@@ -11,7 +11,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@# libusb: open3d, which ns-export imports; ffmpeg: ns-render; chromium: the viewer and compare tests;
-	@# npm: the .ply tests' outside reader (splat-transform); clang: the test of the kernels as macOS builds them.
+	@# npm: the .ply tests' outside reader (splat-transform); clang, the aarch64 cross-compiler and qemu-user:
+	@# the tests of the kernels as macOS and ARM64 machines build them.
 	@# Without apt-get (macOS, Fedora) one line says what to install; the demo needs none of them.
 	@missing=""; \
 	if [ "$$(uname)" = Linux ]; then ldconfig -p | grep -q libusb-1.0.so.0 || missing="libusb-1.0-0"; fi; \
@@ -19,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v clang++ >/dev/null || missing="$$missing clang"; \
+	command -v aarch64-linux-gnu-g++ >/dev/null || missing="$$missing g++-aarch64-linux-gnu"; \
+	command -v qemu-aarch64 >/dev/null || missing="$$missing qemu-user"; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; \
 	elif [ -n "$$missing" ]; then echo "make: no apt-get here: for ns-render and the tests, install$$missing" \

@@ -38,3 +38,28 @@ def kernel_outputs() -> dict:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     torch.save(kernel_outputs(), sys.argv[1])
+
+
+def recorded_kernel_calls() -> list:
+    """Every call kernel_outputs() makes into the compiled library, in order: (op name, its arguments
+    as they went in, what it returned)."""
+    from tinysplat_ns.core.kernels import build
+
+    calls, library = [], build.ops()
+
+    class Recorder:
+        def __getattr__(self, name):
+            def call(*args):
+                inputs = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
+                out = getattr(library, name)(*args)
+                calls.append((name, inputs, out if isinstance(out, tuple) else (out,)))
+                return out
+
+            return call
+
+    ops, build.ops = build.ops, Recorder
+    try:
+        kernel_outputs()
+    finally:
+        build.ops = ops
+    return calls

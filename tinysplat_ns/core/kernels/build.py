@@ -24,6 +24,11 @@ from typing import Optional, Tuple
 import torch
 
 SOURCES = [Path(__file__).with_name(f"{name}.cpp") for name in ("rasterize", "project", "ssim")]
+# without errno or floating-point traps to keep, GCC vectorises branch-free scalar loops that take
+# square roots and divisions (the tile plan's rectangles); no result changes. -Wno-psabi: GCC's note
+# that vector arguments' ABI changed in GCC 4.6 (clang takes the flag too)
+CFLAGS = ["-O3", "-Wno-psabi", "-fno-math-errno", "-fno-trapping-math"]
+NEON = ["-DTINYSPLAT_LANES=4"]  # NEON's registers hold four floats
 _LOADING = threading.Lock()  # the viewer's thread renders beside training: build and load once
 _built = {}  # "name": the loaded library's, which says its instruction set and how its loops share the cores
 
@@ -63,9 +68,8 @@ def _isa_flags(compiler: str) -> Tuple[str, list]:
     per set)."""
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
-        # NEON's registers hold four floats; every Apple M-series chip runs code tuned for the M1
-        tune = "-mcpu=apple-m1" if sys.platform == "darwin" else "-mcpu=native"
-        return "neon", ["-DTINYSPLAT_LANES=4", *([tune] if _takes(compiler, tune) else [])]
+        tune = "-mcpu=apple-m1" if sys.platform == "darwin" else "-mcpu=native"  # every M-series runs M1 code
+        return "neon", [*NEON, *([tune] if _takes(compiler, tune) else [])]
     capability = torch.backends.cpu.get_cpu_capability()  # what ATen's own kernels picked here
     if capability == "AVX512":
         return "avx512", ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-DTINYSPLAT_LANES=16"]
@@ -116,11 +120,7 @@ def _build_and_load() -> bool:
         build_dir.mkdir(parents=True, exist_ok=True)
         cpp_extension.load(
             name=name, sources=[str(s) for s in SOURCES], build_directory=str(build_dir), is_python_module=False,
-            # without errno or floating-point traps to keep, GCC vectorises branch-free scalar loops
-            # that take square roots and divisions (the tile plan's rectangles); no result changes
-            # (-Wno-psabi: GCC's note that vector arguments' ABI changed in GCC 4.6; clang takes it too)
-            extra_cflags=["-O3", "-Wno-psabi", "-fno-math-errno", "-fno-trapping-math", *flags,
-                          *([] if runtime else ["-DTINYSPLAT_SERIAL"])],
+            extra_cflags=[*CFLAGS, *flags, *([] if runtime else ["-DTINYSPLAT_SERIAL"])],
             extra_ldflags=threads, verbose=False,
         )  # fmt: skip
         _built["name"] = name
