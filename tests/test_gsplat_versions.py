@@ -67,3 +67,18 @@ def test_strategy_ops_under_gsplat_1_5(gsplat_1_5_env):
     # with the checkpoint-after-reset one, the fixed background's reset (two) and the method's fused
     # Adam through a clone and split
     assert "11 passed" in result.stdout, result.stdout[-1000:]
+
+
+def test_tinysplat_requires_ranges_that_keep_gsplat_1_5():
+    """TinySplat's own requirements (the installed package's metadata) are ranges that admit both
+    gsplat versions tested here, so installing or upgrading TinySplat never asks pip to replace a
+    user's gsplat 1.5.3; no dependency is pinned to one release."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    required = {r.name: r.specifier for r in map(Requirement, requires("tinysplat"))}
+    assert required["gsplat"].contains(GSPLAT_1_5) and required["gsplat"].contains("1.4.0")
+    assert required["nerfstudio"].contains("1.1.5") and required["pycolmap"].contains("4.0.0")
+    pinned = [f"{name}{spec}" for name, spec in required.items() if any(s.operator == "==" for s in spec)]
+    assert not pinned, pinned
