@@ -1,6 +1,7 @@
-"""The compiled kernels as clang builds them, as on macOS: no -fopenmp (Apple's clang rejects it), the
-loops' threads started through the OpenMP runtime torch loaded (core/kernels/parallel.h). Debian's
-clang++ builds them here; they must compute what the default build (GCC) computes, on two threads."""
+"""The compiled kernels as other platforms' compilers build them. Clang, as on macOS: no -fopenmp
+(Apple's clang rejects it), the loops' threads started through the OpenMP runtime torch loaded
+(core/kernels/parallel.h); Debian's clang++ builds them here, and they must compute what the default
+build (GCC) computes, on two threads. MSVC on Windows: none is tried."""
 
 import os
 import shutil
@@ -38,3 +39,25 @@ def test_clang_build_without_openmp_computes_what_the_default_build_does(tmp_pat
             assert ours.shape == reference.shape and reference.abs().max() > 0, name
             err = float((ours.double() - reference.double()).abs().max() / reference.abs().max())
             assert err < TOL, f"{name}: relative difference {err:.3g}"
+
+
+def test_windows_says_in_one_line_that_it_takes_the_pytorch_rasterizer(tmp_path):
+    """MSVC, PyTorch's compiler on Windows, lacks the vector extensions the kernels are written in: no
+    build is tried, and one warning says which rasterizer a Windows user gets and why."""
+    script = (
+        "import sys, warnings, torch\n"
+        "sys.platform = 'win32'\n"
+        "from tinysplat_ns.core.kernels import build\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    print(build.available(), build.available())\n"
+        "print(*(str(w.message) for w in caught), sep='\\n')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=dict(os.environ, HOME=str(tmp_path)), capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "False False" and len(lines) == 2, out.stdout
+    assert "pure-PyTorch rasterizer" in lines[1] and "MSVC" in lines[1] and "TINYSPLAT_CPP=0" in lines[1]
+    assert not (tmp_path / ".cache" / "tinysplat").exists()  # nothing was built
