@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	@# the tests of the kernels as macOS and ARM64 machines build them.
 	@# Without apt-get (macOS, Fedora) one line says what to install; the demo needs none of them.
 	@missing=""; \
-	if [ "$$(uname)" = Linux ]; then ldconfig -p | grep -q libusb-1.0.so.0 || missing="libusb-1.0-0"; fi; \
+	if [ "$$(uname)" = Linux ]; then PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | grep -q libusb-1.0.so.0 \
+	  || missing=" libusb-1.0-0"; fi; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
