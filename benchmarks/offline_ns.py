@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from tinysplat_ns.compared_runs import lpips_without_download
+from tinysplat_ns.compare.runs import lpips_without_download
 
 
 class LpipsNotScored(torch.nn.Module):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from mesh_referee import angle_degrees, iou, raycast, read_mesh  # noqa: E402
 
-from tinysplat_ns.compared_runs import load_run  # noqa: E402
+from tinysplat_ns.compare.runs import load_run  # noqa: E402
 from tinysplat_ns.core.projection import camera_centers, quat_to_rotmat  # noqa: E402
 from tinysplat_ns.core.rasterization import rasterization  # noqa: E402
 from tinysplat_ns.tinysplat_model import viewmats_from_c2w  # noqa: E402

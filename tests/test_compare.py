@@ -19,7 +19,7 @@ from PIL import Image
 from scene import scene_dir
 from training import ns_train
 
-from tinysplat_ns.core.split_view import LETTERBOX_RGB
+from tinysplat_ns.compare.picture import LETTERBOX_RGB
 
 BIN = Path(sys.executable).parent
 SCORE = re.compile(r"(\d+) test views: PSNR ([\d.]+) dB, SSIM ([\d.]+)")
@@ -61,6 +61,17 @@ def interrupt(proc: subprocess.Popen, log: Path) -> None:
     assert text.rstrip().endswith("tinysplat-compare: stopped")
 
 
+def wait_for(read, pattern: str, count: int, timeout: float, what: str) -> list:
+    """The matches of `pattern` in the text `read()` gives, once there are `count` of them."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = re.findall(pattern, read())
+        if len(found) >= count:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"{what} never showed {pattern!r} {count} times; it shows:\n{read()[-3000:]}")
+
+
 class Page:
     """The compare page in a headless Chromium, driven through its panel."""
 
@@ -75,13 +86,7 @@ class Page:
         return self.page.inner_text("body")
 
     def wait_for_text(self, pattern: str, count: int = 1, timeout: float = 240) -> list:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            found = re.findall(pattern, self.text())
-            if len(found) >= count:
-                return found
-            time.sleep(1)
-        raise AssertionError(f"the page never showed {pattern!r} {count} times; it shows:\n{self.text()}")
+        return wait_for(self.text, pattern, count, timeout, "the page")
 
     def _input(self, label: str):
         """The panel's input that `label` names."""
@@ -228,7 +233,7 @@ def test_bad_input_gets_one_line(runs, tmp_path):
     cases = {
         (tmp_path / "missing" / "config.yml", a): "no such file; pass the config.yml of a run",
         (not_a_run, a): "not a Nerfstudio run config",
-        (a,): "got 1 runs; pass two",
+        (a,): "got 1 sides; pass two",
         (a, a, "--max-resolution", "8"): "--max-resolution must be 32 to 4096",
         (a, no_checkpoint): "no checkpoint (step-*.ckpt)",
         (moved_data, a): "is not there; run from the folder ns-train ran in",
@@ -294,3 +299,137 @@ def test_compares_with_another_nerfstudio_method(runs, tmp_path):
     # 3 steps of nerfacto render a nearly flat grey: not the empty backdrop, not A's picture
     backdrop = np.abs(right.mean(axis=(0, 1)) - np.array(LETTERBOX_RGB)).max()
     assert backdrop > 30 and np.abs(right - left).mean() > 5, (backdrop, np.abs(right - left).mean())
+
+
+def test_splat_files_score_as_the_run_they_came_from(runs, tmp_path):
+    """A's own export in every format TinySplat writes, and splat-transform's conversions of its
+    plain .ply, each placed from the dataset's frame (or the run's) and scored on A's test photos as
+    the page scores a side: A's ns-eval PSNR, within each format's loss."""
+    from splat_transform import executable
+    from training import run_command
+
+    from tinysplat_ns.compare.frames import reference_of_run
+    from tinysplat_ns.compare.runs import load_runs
+    from tinysplat_ns.compare.scoring import image_metrics, test_views
+    from tinysplat_ns.compare.splats import load_splat
+
+    a, _ = runs
+    # (file, its frame, the PSNR difference allowed): measured 0.000 for the plain .ply in either frame,
+    # 0.012 compressed .ply, 0.024 .spz, 0.016 (ours) and 0.027 (splat-transform's) SOG
+    files = [(tmp_path / "run.ply", "run", 0.005)]
+    run_command(["tinysplat-export", "--load-config", a, "--output", files[0][0]], tmp_path)
+    for fmt, name, allowed in (("ply", "data.ply", 0.005), ("compressed-ply", "data.compressed.ply", 0.1),
+                               ("spz", "data.spz", 0.1), ("sog", "data.sog", 0.1)):  # fmt: skip
+        run_command(["tinysplat-export", "--load-config", a, "--output", tmp_path / name, "--format", fmt,
+                     "--frame", "data"], tmp_path)  # fmt: skip
+        files.append((tmp_path / name, "data", allowed))
+    for name, allowed in (("st.compressed.ply", 0.1), ("st.spz", 0.1), ("st.sog", 0.1)):
+        run_command([executable(), "-w", "-q", "-g", "cpu", tmp_path / "data.ply", tmp_path / name], tmp_path)
+        files.append((tmp_path / name, "data", allowed))
+
+    (run,) = load_runs([a])
+    run.name = "A: tinysplat-cpu"
+    reference = reference_of_run(run)
+    views = test_views(reference.datamanager, reference.background)
+    expected = ns_eval(a, tmp_path)["psnr"]
+    for path, frame, allowed in files:
+        side = load_splat(path, frame, reference, torch.device("cpu"))
+        psnr = np.mean([image_metrics(side.render(view.camera), view.photo)["psnr"] for view in views])
+        print(f"{path.name} ({frame} frame): {psnr:.3f} dB, ns-eval of the run {expected:.3f}")
+        assert abs(psnr - expected) < allowed, (path.name, psnr, expected)
+
+
+def wait_for_log(log: Path, pattern: str, count: int = 1, timeout: float = 240) -> list:
+    return wait_for(log.read_text, pattern, count, timeout, "tinysplat-compare's output")
+
+
+def test_a_splat_file_beside_a_run_and_alone(runs, tmp_path):
+    """`--load-config A --load-splat FILE`: both scores printed once in, the file's (A's own .spz, in
+    the dataset's frame) A's within the format's loss. `--load-splat FILE --data SCENE` alone: a page
+    that shows the file, labelled with its name, format and count, beside the test photo, and its score
+    printed. A file placed where no test camera sees it: a warning naming --splat-frame, the page up."""
+    from playwright.sync_api import sync_playwright
+    from training import run_command
+
+    from tinysplat_ns.core.ply import read_ply, write_ply
+    from tinysplat_ns.core.splat_files import read_splats
+
+    a, _ = runs
+    spz = tmp_path / "data.spz"
+    run_command(["tinysplat-export", "--load-config", a, "--output", spz, "--frame", "data"], tmp_path)
+    proc, port, log = start_compare([a], tmp_path, "--load-splat", str(spz))
+    try:
+        printed = wait_for_log(log, r"tinysplat-compare: ([AB]): \S+: " + SCORE.pattern, count=2)
+    finally:
+        interrupt(proc, log)
+    scores = {letter: float(psnr) for letter, _, psnr, _ in printed}
+    assert abs(scores["A"] - ns_eval(a, tmp_path)["psnr"]) < 0.02 and abs(scores["B"] - scores["A"]) < 0.1, scores
+
+    proc, port, log = start_compare([], tmp_path, "--load-splat", str(spz), "--data", str(scene_dir()))
+    try:
+        with sync_playwright() as playwright:
+            page = Page(playwright, port)
+            page.wait_for_text(SCORE.pattern)
+            text = page.text()
+            left, _ = strips(page.picture(tmp_path / "alone.png"))
+            page.close()
+        wait_for_log(log, r"tinysplat-compare: A: data.spz: " + SCORE.pattern)
+    finally:
+        interrupt(proc, log)
+    count = len(read_splats(spz)["means"])
+    assert "A: data.spz (.spz file)" in text and f"{count:,} Gaussians" in text, text
+    assert_rendered(left)
+
+    # no --data: the file in its own frame, no test views; the page opens on a camera that sees it
+    proc, port, log = start_compare([], tmp_path, "--load-splat", str(spz))
+    try:
+        with sync_playwright() as playwright:
+            page = Page(playwright, port)
+            page.wait_for_text("No test views")
+            page.set_number("Divider", 1)
+            picture = page.picture(tmp_path / "no_data.png")
+            page.close()
+    finally:
+        interrupt(proc, log)
+    assert_rendered(strips(picture)[0])
+
+    far = tmp_path / "far.ply"
+    run_command(["tinysplat-export", "--load-config", a, "--output", tmp_path / "data.ply", "--frame", "data"], tmp_path)
+    gaussians = read_ply(tmp_path / "data.ply")
+    gaussians["means"] = gaussians["means"] + 1000.0
+    write_ply(far, gaussians)
+    proc, port, log = start_compare([], tmp_path, "--load-splat", str(far), "--data", str(scene_dir()))
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=30)
+        assert page.status == 200
+        (warning,) = [line for line in log.read_text().splitlines() if line.startswith("warning: ")]
+    finally:
+        interrupt(proc, log)
+    assert "A: far.ply: no test camera sees any of its Gaussians" in warning and "--splat-frame run" in warning
+
+
+def test_bad_splat_files_get_one_line(runs, tmp_path):
+    from training import run_command
+
+    a, _ = runs
+    not_a_splat = tmp_path / "notes.txt"
+    not_a_splat.write_text("not a splat\n")
+    damaged = tmp_path / "damaged.ply"
+    run_command(["tinysplat-export", "--load-config", a, "--output", tmp_path / "whole.ply"], tmp_path)
+    whole = (tmp_path / "whole.ply").read_bytes()
+    damaged.write_bytes(whole[: len(whole) // 2])
+    cases = {
+        ("--load-splat", not_a_splat): "not a splat file TinySplat reads",
+        ("--load-splat", damaged): "truncated",
+        ("--load-splat", tmp_path / "missing.ply"): "cannot be read",
+        ("--load-config", a, "--load-splat", damaged, "--load-splat", damaged): "got 3 sides; pass two",
+        ("--load-splat", tmp_path / "whole.ply", "--data", tmp_path / "no-such-scene"): "no such folder",
+        ("--load-splat", tmp_path / "whole.ply", "--data", tmp_path): "no transforms.json, transforms_train.json",
+    }
+    for arguments, message in cases.items():
+        result = subprocess.run([str(BIN / "tinysplat-compare"), *map(str, arguments)], capture_output=True,
+                                text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+        assert result.returncode == 1, (arguments, result.stdout[-500:], result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (arguments, last)

@@ -35,14 +35,20 @@ def format_of(path: Path) -> Optional[str]:
     return {".ply": "ply", ".spz": "spz", ".sog": "sog", ".splat": "splat"}.get(path.suffix.lower())
 
 
-def read_splats(path) -> Gaussians:
-    """Gaussians from any format that can be read, told apart by content where a name can hide
-    it (a compressed .ply named .ply); a one-line SplatFileError otherwise."""
-    path = Path(path)
+def format_read(path: Path) -> Optional[str]:
+    """The format `read_splats` reads a file as: by its name, and by content where a name can hide it
+    (a compressed .ply named .ply)."""
     fmt = format_of(path)
     if fmt in ("ply", "compressed-ply"):
         _, _, _, elements = ply.read_header(path)
         fmt = "compressed-ply" if ply.is_compressed_ply(elements) else "ply"
+    return fmt
+
+
+def read_splats(path) -> Gaussians:
+    """Gaussians from any format that can be read (`format_read`); a one-line SplatFileError otherwise."""
+    path = Path(path)
+    fmt = format_read(path)
     if fmt == "sog" and path.is_dir() and not (path / sog.META).is_file():
         raise SplatFileError(f"{path}: a folder without {sog.META}; give a splat file or a SOG folder")
     if fmt is None or FORMATS[fmt].read is None:

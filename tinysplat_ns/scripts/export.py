@@ -134,7 +134,7 @@ class ExportSplats:
                 f"error: {self.load_config}: a {method} run; --points and --mesh render TinySplat runs "
                 "(a NeRF's surface: ns-export pointcloud|tsdf|poisson)"
             )
-        from tinysplat_ns.compared_runs import load_run
+        from tinysplat_ns.compare.runs import load_run
 
         start = time.perf_counter()
         pipeline, _, step = load_run(self.load_config)

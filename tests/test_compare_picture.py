@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinysplat_ns.core.split_view import DIVIDER_RGB, LETTERBOX_RGB, enlarged, fit_size, label, letterbox, split
+from tinysplat_ns.compare.picture import DIVIDER_RGB, LETTERBOX_RGB, enlarged, fit_size, label, letterbox, split
 
 
 def flat(value, height=40, width=60):

@@ -1,7 +1,6 @@
-"""Trained runs of any Nerfstudio method loaded to be looked at side by side: each through
-Nerfstudio's `eval_setup` and rendered through its own model, all seen from cameras given in the
-first run's coordinates (each run's dataparser may have moved the dataset differently), and scored
-on the first run's held-out test views."""
+"""A side that is a trained run of any Nerfstudio method: loaded through Nerfstudio's `eval_setup` and
+rendered through its own model, from cameras given in the comparison's reference coordinates (each
+run's dataparser may have moved the dataset differently)."""
 
 import sys
 import time
@@ -9,15 +8,13 @@ from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 from unittest import mock
 
-import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.pipelines.base_pipeline import Pipeline
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from tinysplat_ns.core.frames import Similarity, compose, inverse, transform_cameras
 from tinysplat_ns.run_files import latest_checkpoint, numpy_scalars_allowed, read_config
@@ -25,32 +22,29 @@ from tinysplat_ns.tinysplat_model import lpips_weights_path
 
 
 @dataclass
-class TestView:
-    """A photo the first run held out, and its camera in that run's coordinates."""
-
-    name: str
-    camera: Cameras  # one camera, on the CPU
-    photo: Tensor  # [H, W, 3] float in 0..1
-
-
-@dataclass
-class ComparedRun:
+class RunSide:
     config_path: Path
     method: str
     step: int
     pipeline: Pipeline
-    to_run: Similarity  # the first run's coordinates -> this run's
+    to_run: Similarity  # the reference coordinates -> this run's
     test_names: List[str]  # the file names this run held out
     data: Path
     pixels_per_second: float = 0.0  # measured on its renders (until the first: assume slow)
+    name: str = ""  # "A: <method>"
 
     @property
-    def gaussian_count(self) -> Optional[int]:
+    def title(self) -> str:
+        return self.method
+
+    @property
+    def details(self) -> List[str]:
         params = getattr(self.pipeline.model, "gauss_params", None)
-        return None if params is None else int(params["means"].shape[0])
+        count = [] if params is None else [f"{int(params['means'].shape[0]):,} Gaussians"]
+        return [f"{self.config_path.parent.name}, step {self.step}", *count]
 
     def render(self, camera: Cameras) -> Tensor:
-        """[H, W, 3] colours in 0..1 on the CPU of one camera posed in the first run's coordinates."""
+        """[H, W, 3] colours in 0..1 on the CPU of one camera posed in the reference coordinates."""
         moved = deepcopy(camera)
         moved.camera_to_worlds = transform_cameras(camera.camera_to_worlds.double(), self.to_run).float()
         with torch.no_grad():  # (a forward pass changes no state: viewer tabs and scoring share the model)
@@ -118,69 +112,22 @@ def load_run(config_path: Path) -> Tuple[Pipeline, str, int]:
     return pipeline, method, step
 
 
-def _dataset_transform(pipeline: Pipeline) -> Similarity:
+def dataset_transform(pipeline: Pipeline) -> Similarity:
     """The run's dataset coordinates -> run coordinates, as its dataparser computed them."""
     outputs = pipeline.datamanager.train_dataparser_outputs
     return outputs.dataparser_transform.double().cpu(), float(outputs.dataparser_scale)
 
 
-def _test_names(pipeline: Pipeline) -> List[str]:
-    return [Path(p).name for p in pipeline.datamanager.eval_dataset.image_filenames]
-
-
-def load_runs(config_paths: Sequence[Path]) -> List[ComparedRun]:
-    runs: List[ComparedRun] = []
+def load_runs(config_paths: Sequence[Path], reference: Optional[Similarity] = None) -> List[RunSide]:
+    """The runs, each seen from the reference coordinates: those of the dataset as `reference` (dataset
+    -> reference) moves it, or else the first run's."""
+    runs: List[RunSide] = []
     for path in config_paths:
         pipeline, method, step = load_run(path)
-        if runs:
-            to_run = compose(_dataset_transform(pipeline), inverse(_dataset_transform(runs[0].pipeline)))
-        else:
-            to_run = (torch.eye(3, 4, dtype=torch.float64), 1.0)
+        if reference is None:
+            reference = dataset_transform(pipeline)
+        to_run = compose(dataset_transform(pipeline), inverse(reference))
         data = Path(pipeline.datamanager.dataparser.config.data).resolve()
-        runs.append(ComparedRun(path, method, step, pipeline, to_run, _test_names(pipeline), data))
+        test_names = [Path(p).name for p in pipeline.datamanager.eval_dataset.image_filenames]
+        runs.append(RunSide(path, method, step, pipeline, to_run, test_names, data))
     return runs
-
-
-def dataset_warnings(runs: Sequence[ComparedRun]) -> List[str]:
-    """What makes the runs' comparison less than like for like: different data, or different
-    photos held out (then a run may be scored on photos it trained on)."""
-    first, warnings = runs[0], []
-    for letter, run in zip("BCDEFGH", runs[1:]):
-        if run.data != first.data:
-            warnings.append(
-                f"A and {letter} were trained on different datasets ({first.data} and {run.data}): "
-                "cameras are matched through each dataset's own coordinates"
-            )
-        if run.test_names != first.test_names:
-            common = len(set(run.test_names) & set(first.test_names))
-            warnings.append(
-                f"A and {letter} held out different test photos ({common} of A's {len(first.test_names)} "
-                f"in common): all runs are scored on A's, which {letter} may have trained on"
-            )
-    return warnings
-
-
-def test_views(run: ComparedRun) -> List[TestView]:
-    """The run's held-out photos with their cameras, as `ns-eval` scores them."""
-    views = []
-    for name, (camera, batch) in zip(run.test_names, run.pipeline.datamanager.fixed_indices_eval_dataloader):
-        photo = batch["image"]
-        photo = photo.float() / 255 if photo.dtype == torch.uint8 else photo.float()
-        if photo.shape[-1] == 4:  # a TinySplat run keeps photos' alpha: ns-eval sees them on its background
-            background = getattr(run.pipeline.model, "background_color", torch.ones(3)).to(photo.device)
-            photo = photo[..., :3] * photo[..., 3:] + (1 - photo[..., 3:]) * background
-        views.append(TestView(name, camera.to("cpu"), photo.cpu()))
-    return views
-
-
-def image_metrics(rendered: Tensor, photo: Tensor) -> Dict[str, float]:
-    """PSNR and SSIM of [H, W, 3] images in 0..1, computed as Nerfstudio's models do."""
-    pred, gt = rendered.permute(2, 0, 1)[None], photo.permute(2, 0, 1)[None]
-    return {
-        "psnr": float(peak_signal_noise_ratio(pred, gt, data_range=1.0)),
-        "ssim": float(structural_similarity_index_measure(pred, gt, data_range=1.0)),
-    }
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
