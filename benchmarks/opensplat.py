@@ -7,6 +7,12 @@ TinySplat model's Gaussians.
     bash ../shared/peers/build_opensplat.sh /tmp/opensplat     # once: its binary (never our dependency)
     .venv/bin/python benchmarks/opensplat.py --opensplat /tmp/opensplat/OpenSplat/build/opensplat [--steps 2000]
     .venv/bin/python benchmarks/opensplat.py --opensplat ... --val-image frame_00020.png   # the scoring checked
+    .venv/bin/python benchmarks/opensplat.py --opensplat ... --val-image 0020.jpg --compare-side --steps 300
+
+With `--compare-side`, OpenSplat trains on the scene's COLMAP model instead (`sparse/0`, all photos but
+`--val-image`), so its `.ply` (`--keep-crs`) is in COLMAP's frame, the one `tinysplat-compare --load-splat
+FILE --data SCENE` takes by default; the script loads it as the compare page does, in that frame and in
+the other, and prints each test view's score beside OpenSplat's own render of the held-out photo.
 
 With `--val-image` (one of the held-out photos) OpenSplat also renders that photo's view itself
 (`--val-render`, every 10 steps, which slows it: no timing then) and the script prints the PSNR of its
@@ -148,17 +154,47 @@ def check_one_view(args, tmp: Path):
           f"({psnr(drawn, own):.2f} dB from it)")  # fmt: skip
 
 
+def check_compare_side(args, tmp: Path):
+    """OpenSplat's `.ply` from the COLMAP model, scored as a `tinysplat-compare` side (`--data` the scene)
+    in the data frame and in the run frame, beside its own render of the held-out `args.val_image`."""
+    import imageio.v3 as iio
+
+    from tinysplat_ns.compare.scoring import image_metrics
+    from tinysplat_ns.compare.sides import load_sides
+
+    scene = tmp / "colmap_scene"
+    scene.mkdir()
+    for part in ("images", "sparse"):
+        (scene / part).symlink_to(scene_dir() / part)
+    ply, renders = tmp / "opensplat.ply", tmp / "renders"
+    timed_run(
+        [args.opensplat, scene, "--cpu", "-n", args.steps, "--num-downscales", "0", "--keep-crs", "-o", ply,
+         "--val", "--val-image", args.val_image, "--val-render", renders],
+        tmp / "opensplat.log",
+    )  # fmt: skip
+    last = max(renders.glob("*.png"), key=lambda f: int(f.stem))
+    photo = torch.from_numpy(iio.imread(scene_dir() / "images" / args.val_image)[..., :3]).float() / 255
+    own = torch.from_numpy(iio.imread(last)[..., :3]).float() / 255
+    print(f"OpenSplat, {args.steps} steps on the COLMAP model without {args.val_image}: its own render of it "
+          f"(step {last.stem}) {psnr(own, photo):.2f} dB")
+    for frame in ("data", "run"):
+        sides, views, warnings = load_sides([], [ply], scene_dir(), frame)
+        scores = [f"{view.name} {image_metrics(sides[0].render(view.camera), view.photo)['psnr']:.2f}" for view in views]
+        print(f"  its .ply as a compare side, --splat-frame {frame}: {', '.join(scores)} dB; warnings: {warnings or 'none'}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--opensplat", type=Path, required=True, help="OpenSplat's binary")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--val-image", help="a held-out photo: check the scoring on it instead of timing")
+    parser.add_argument("--compare-side", action="store_true", help="with --val-image: its .ply as a compare side")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.val_image:
-            return check_one_view(args, tmp)
+            return (check_compare_side if args.compare_side else check_one_view)(args, tmp)
         scene = opensplat_scene(scene_dir(), tmp / "scene")
         ply = tmp / "opensplat.ply"
         os_seconds = timed_run(  # its default threads: libtorch's, one per core
