@@ -251,6 +251,8 @@ def test_bad_input_gets_one_line(runs, tmp_path):
 
 def test_runs_on_different_datasets_warn_and_still_show(runs, tmp_path):
     """C trained on a copy of the scene without its first 8 photos: another dataset, other test photos."""
+    from training import run_command
+
     a, _ = runs
     scene, fewer = scene_dir(), tmp_path / "fewer_photos"
     fewer.mkdir()
@@ -270,6 +272,17 @@ def test_runs_on_different_datasets_warn_and_still_show(runs, tmp_path):
     warnings = [line for line in log.read_text().splitlines() if line.startswith("warning: ")]
     assert any("trained on different datasets" in line and str(fewer) in line for line in warnings), warnings
     assert any("held out different test photos" in line for line in warnings), warnings
+
+    # a run beside a file scored on another dataset (--data): the same warnings, the page up
+    run_command(["tinysplat-export", "--load-config", c, "--output", tmp_path / "c.ply", "--frame", "data"], tmp_path)
+    proc, port, log = start_compare([a], tmp_path, "--load-splat", str(tmp_path / "c.ply"), "--data", str(fewer))
+    try:
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=30).status == 200
+    finally:
+        interrupt(proc, log)
+    warnings = [line for line in log.read_text().splitlines() if line.startswith("warning: ")]
+    assert any(line.startswith("warning: --data and A were trained on different datasets") for line in warnings), warnings
+    assert any("--data and A held out different test photos" in line for line in warnings), warnings
 
 
 def test_compares_with_another_nerfstudio_method(runs, tmp_path):
