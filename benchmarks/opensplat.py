@@ -124,13 +124,11 @@ def scores_by_its_rasterizer(pipeline, ply: Path, scene: Path):
     return sum(s["psnr"] for s in scores) / len(scores), sum(s["ssim"] for s in scores) / len(scores)
 
 
-def check_one_view(args, tmp: Path):
-    """OpenSplat's own render of the held-out `args.val_image` against ours of its `.ply` and against its
-    `.ply` drawn by its CPU rasterizer's rules (opensplat_conventions.py)."""
+def trained_with_val_render(args, scene: Path, tmp: Path):
+    """OpenSplat trained on `scene` (`--keep-crs`), `args.val_image` held out and rendered by it: its `.ply`,
+    the step of its last render, that render and the photo ([H, W, 3] in 0..1)."""
     import imageio.v3 as iio
-    from opensplat_conventions import its_scale, render_frame
 
-    scene = opensplat_scene(scene_dir(), tmp / "scene", extra=args.val_image)
     ply, renders = tmp / "opensplat.ply", tmp / "renders"
     timed_run(
         [args.opensplat, scene, "--cpu", "-n", args.steps, "--num-downscales", "0", "--keep-crs", "-o", ply,
@@ -140,6 +138,16 @@ def check_one_view(args, tmp: Path):
     last = max(renders.glob("*.png"), key=lambda f: int(f.stem))
     photo = torch.from_numpy(iio.imread(scene_dir() / "images" / args.val_image)[..., :3]).float() / 255
     own = torch.from_numpy(iio.imread(last)[..., :3]).float() / 255
+    return ply, last.stem, own, photo
+
+
+def check_one_view(args, tmp: Path):
+    """OpenSplat's own render of the held-out `args.val_image` against ours of its `.ply` and against its
+    `.ply` drawn by its CPU rasterizer's rules (opensplat_conventions.py)."""
+    from opensplat_conventions import its_scale, render_frame
+
+    scene = opensplat_scene(scene_dir(), tmp / "scene", extra=args.val_image)
+    ply, step, own, photo = trained_with_val_render(args, scene, tmp)
     pipeline = pipeline_of_ply(in_dataset_frame(ply, scene, tmp / "data.ply"), tmp / "score")
     dataset = pipeline.datamanager.eval_dataset
     index = [Path(f).name for f in dataset.image_filenames].index(args.val_image)
@@ -148,7 +156,7 @@ def check_one_view(args, tmp: Path):
     frames = json.loads((scene / "transforms.json").read_text())["frames"]
     frame = next(f for f in frames if Path(f["file_path"]).name == args.val_image)
     drawn = render_frame(read_splats(ply), frame, its_scale(frames))
-    print(f"held-out {args.val_image} after {args.steps} steps: OpenSplat's own render (step {last.stem}) "
+    print(f"held-out {args.val_image} after {args.steps} steps: OpenSplat's own render (step {step}) "
           f"{psnr(own, photo):.2f} dB, ours of its .ply {psnr(ours, photo):.2f} dB ({psnr(ours, own):.2f} dB from "
           f"its render), its .ply by its rules {psnr(drawn, photo):.2f} dB "
           f"({psnr(drawn, own):.2f} dB from it)")  # fmt: skip
@@ -157,8 +165,6 @@ def check_one_view(args, tmp: Path):
 def check_compare_side(args, tmp: Path):
     """OpenSplat's `.ply` from the COLMAP model, scored as a `tinysplat-compare` side (`--data` the scene)
     in the data frame and in the run frame, beside its own render of the held-out `args.val_image`."""
-    import imageio.v3 as iio
-
     from tinysplat_ns.compare.scoring import image_metrics
     from tinysplat_ns.compare.sides import load_sides
 
@@ -166,17 +172,9 @@ def check_compare_side(args, tmp: Path):
     scene.mkdir()
     for part in ("images", "sparse"):
         (scene / part).symlink_to(scene_dir() / part)
-    ply, renders = tmp / "opensplat.ply", tmp / "renders"
-    timed_run(
-        [args.opensplat, scene, "--cpu", "-n", args.steps, "--num-downscales", "0", "--keep-crs", "-o", ply,
-         "--val", "--val-image", args.val_image, "--val-render", renders],
-        tmp / "opensplat.log",
-    )  # fmt: skip
-    last = max(renders.glob("*.png"), key=lambda f: int(f.stem))
-    photo = torch.from_numpy(iio.imread(scene_dir() / "images" / args.val_image)[..., :3]).float() / 255
-    own = torch.from_numpy(iio.imread(last)[..., :3]).float() / 255
+    ply, step, own, photo = trained_with_val_render(args, scene, tmp)
     print(f"OpenSplat, {args.steps} steps on the COLMAP model without {args.val_image}: its own render of it "
-          f"(step {last.stem}) {psnr(own, photo):.2f} dB")
+          f"(step {step}) {psnr(own, photo):.2f} dB")
     for frame in ("data", "run"):
         sides, views, warnings = load_sides([], [ply], scene_dir(), frame)
         scores = [f"{view.name} {image_metrics(sides[0].render(view.camera), view.photo)['psnr']:.2f}" for view in views]
