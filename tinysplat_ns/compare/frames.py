@@ -11,6 +11,7 @@ from typing import List, Literal, Optional
 import torch
 from torch import Tensor
 
+from tinysplat_ns.compare.scoring import test_names
 from tinysplat_ns.core.frames import Similarity, transform_gaussians
 from tinysplat_ns.core.ply import Gaussians
 
@@ -28,13 +29,17 @@ class Reference:
     run: Optional[object] = None  # the run it is, if it is one
 
 
-def reference_of_run(run) -> Reference:
-    from tinysplat_ns.compare.runs import dataset_transform
+def dataset_transform(datamanager) -> Similarity:
+    """The dataset's coordinates -> those its dataparser trains in, as it computed them."""
+    outputs = datamanager.train_dataparser_outputs
+    return outputs.dataparser_transform.double().cpu(), float(outputs.dataparser_scale)
 
-    model = run.pipeline.model
-    background = getattr(model, "background_color", torch.zeros(3)).detach().float().cpu()
-    return Reference(run.name.split(":")[0], run.data, run.pipeline.datamanager, dataset_transform(run.pipeline),
-                     background, run.test_names, run)  # fmt: skip
+
+def reference_of_run(run) -> Reference:
+    datamanager = run.pipeline.datamanager
+    background = getattr(run.pipeline.model, "background_color", torch.zeros(3)).detach().float().cpu()
+    return Reference(run.name.split(":")[0], run.data, datamanager, dataset_transform(datamanager), background,
+                     run.test_names, run)  # fmt: skip
 
 
 def reference_of_dataset(data: Path) -> Reference:
@@ -42,12 +47,10 @@ def reference_of_dataset(data: Path) -> Reference:
     from tinysplat_ns.compare.datasets import datamanager_for
 
     datamanager = datamanager_for(data)
-    outputs = datamanager.train_dataparser_outputs
-    from_dataset = (outputs.dataparser_transform.double().cpu(), float(outputs.dataparser_scale))
     alpha_color = getattr(datamanager.dataparser.config, "alpha_color", None)
     background = torch.zeros(3) if alpha_color is None else _colour(alpha_color)
-    names = [Path(p).name for p in datamanager.eval_dataset.image_filenames]
-    return Reference("--data", Path(data).resolve(), datamanager, from_dataset, background, names)
+    return Reference("--data", Path(data).resolve(), datamanager, dataset_transform(datamanager), background,
+                     test_names(datamanager))  # fmt: skip
 
 
 def reference_of_file() -> Reference:

@@ -16,6 +16,8 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.pipelines.base_pipeline import Pipeline
 from torch import Tensor
 
+from tinysplat_ns.compare.frames import dataset_transform
+from tinysplat_ns.compare.scoring import test_names
 from tinysplat_ns.core.frames import Similarity, compose, inverse, transform_cameras
 from tinysplat_ns.run_files import latest_checkpoint, numpy_scalars_allowed, read_config
 from tinysplat_ns.tinysplat_model import lpips_weights_path
@@ -112,22 +114,16 @@ def load_run(config_path: Path) -> Tuple[Pipeline, str, int]:
     return pipeline, method, step
 
 
-def dataset_transform(pipeline: Pipeline) -> Similarity:
-    """The run's dataset coordinates -> run coordinates, as its dataparser computed them."""
-    outputs = pipeline.datamanager.train_dataparser_outputs
-    return outputs.dataparser_transform.double().cpu(), float(outputs.dataparser_scale)
-
-
 def load_runs(config_paths: Sequence[Path], reference: Optional[Similarity] = None) -> List[RunSide]:
     """The runs, each seen from the reference coordinates: those of the dataset as `reference` (dataset
     -> reference) moves it, or else the first run's."""
     runs: List[RunSide] = []
     for path in config_paths:
         pipeline, method, step = load_run(path)
+        own = dataset_transform(pipeline.datamanager)
         if reference is None:
-            reference = dataset_transform(pipeline)
-        to_run = compose(dataset_transform(pipeline), inverse(reference))
+            reference = own
+        to_run = compose(own, inverse(reference))
         data = Path(pipeline.datamanager.dataparser.config.data).resolve()
-        test_names = [Path(p).name for p in pipeline.datamanager.eval_dataset.image_filenames]
-        runs.append(RunSide(path, method, step, pipeline, to_run, test_names, data))
+        runs.append(RunSide(path, method, step, pipeline, to_run, test_names(pipeline.datamanager), data))
     return runs

@@ -21,11 +21,15 @@ class TestView:
     photo: Tensor  # [H, W, 3] float in 0..1
 
 
+def test_names(datamanager) -> List[str]:
+    """The file names of the photos a datamanager holds out."""
+    return [Path(p).name for p in datamanager.eval_dataset.image_filenames]
+
+
 def test_views(datamanager, background: Tensor) -> List[TestView]:
     """The held-out photos with their cameras, as `ns-eval` scores them: photos with alpha on `background`."""
     views = []
-    names = [Path(p).name for p in datamanager.eval_dataset.image_filenames]
-    for name, (camera, batch) in zip(names, datamanager.fixed_indices_eval_dataloader):
+    for name, (camera, batch) in zip(test_names(datamanager), datamanager.fixed_indices_eval_dataloader):
         photo = batch["image"]
         photo = photo.float() / 255 if photo.dtype == torch.uint8 else photo.float()
         if photo.shape[-1] == 4:  # a TinySplat run keeps photos' alpha: ns-eval sees them on its background

@@ -47,15 +47,14 @@ def _placement_warnings(side: SplatSide, views: List[TestView], frame: SplatFram
 
 
 def _seen(side: SplatSide, view: TestView) -> bool:
+    """Whether the rasterizer would draw any of the side's Gaussians in the view."""
+    from tinysplat_ns.core.projection import project_gaussians
     from tinysplat_ns.tinysplat_model import viewmats_from_c2w
 
-    camera = view.camera
-    viewmat = viewmats_from_c2w(camera.camera_to_worlds.float())[0].to(side.device)
-    points = side.gaussians["means"] @ viewmat[:3, :3].T + viewmat[:3, 3]
-    K = camera.get_intrinsics_matrices()[0].float().to(side.device)
-    depth = points[:, 2]
-    front = depth > 0.01
-    u = K[0, 0] * points[:, 0] / depth.clamp_min(1e-6) + K[0, 2]
-    v = K[1, 1] * points[:, 1] / depth.clamp_min(1e-6) + K[1, 2]
-    inside = front & (u >= 0) & (u < float(camera.width)) & (v >= 0) & (v < float(camera.height))
-    return bool(inside.any())
+    g, camera = side.gaussians, view.camera
+    viewmats = viewmats_from_c2w(camera.camera_to_worlds.float()).to(side.device)
+    Ks = camera.get_intrinsics_matrices().float().to(side.device)
+    projection = project_gaussians(
+        g["means"], g["quats"], torch.exp(g["scales"]), viewmats, Ks, int(camera.width), int(camera.height)
+    )
+    return bool((projection.radii > 0).any())

@@ -66,6 +66,7 @@ def load_splat(path: Path, frame: SplatFrame, reference: Reference, device: torc
         sys.exit(f"error: --load-splat {path}: {e.strerror or e}")
     if len(gaussians["means"]) == 0:
         sys.exit(f"error: --load-splat {path}: holds no Gaussians")
-    fmt = {"compressed-ply": "compressed .ply", "sog": "SOG"}.get(format_read(path), f".{format_read(path)}")
+    fmt = format_read(path)
+    fmt = {"compressed-ply": "compressed .ply", "sog": "SOG"}.get(fmt, f".{fmt}")
     moved = {k: v.float().to(device) for k, v in placed(gaussians, frame, reference).items()}
     return SplatSide(path, fmt, moved, reference.background, device)

@@ -55,9 +55,10 @@ def _takes(compiler: str, flag: str) -> bool:
 def _openmp_runtime() -> Optional[Path]:
     """The OpenMP runtime library torch's own parallel loops run on (parallel.h starts its regions), or
     None for a torch built without one."""
-    for name in ("libgomp.so.1", "libomp.dylib", "libiomp5.dylib"):  # what PyPI's wheels bundle
-        if (Path(torch.__file__).parent / "lib" / name).is_file():
-            return Path(torch.__file__).parent / "lib" / name
+    bundled = Path(torch.__file__).parent / "lib"  # what PyPI's wheels ship
+    for library in (bundled / name for name in ("libgomp.so.1", "libomp.dylib", "libiomp5.dylib")):
+        if library.is_file():
+            return library
     maps = Path("/proc/self/maps")  # a Linux torch that links the system's runtime has it loaded by now
     loaded = sorted({Path(line.split()[-1]) for line in maps.read_text().splitlines()}) if maps.exists() else []
     return next((p for p in loaded if p.name.startswith(("libgomp.so", "libomp.so", "libiomp5.so"))), None)
@@ -137,8 +138,7 @@ def _build_and_load() -> bool:
 
 def library() -> str:
     """The loaded build's name, e.g. tinysplat_cpu_avx2 or tinysplat_cpu_neon (_serial: on one thread)."""
-    if not available():
-        raise RuntimeError("TinySplat's compiled CPU kernels are not available here (see the warning above)")
+    ops()  # (raises where the kernels are not available)
     return _built["name"]
 
 
