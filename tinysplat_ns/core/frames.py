@@ -35,7 +35,7 @@ def compose(outer: Similarity, inner: Similarity) -> Similarity:
     return torch.cat([rotation, translation[:, None]], dim=1), outer_scale * inner_scale
 
 
-def _quaternion(rotation: Tensor) -> Tensor:
+def rotation_quaternion(rotation: Tensor) -> Tensor:
     """w x y z of a proper rotation matrix (Shepperd's method: the largest of the four first)."""
     m = rotation
     trace = m[0, 0] + m[1, 1] + m[2, 2]
@@ -56,7 +56,8 @@ def _quaternion(rotation: Tensor) -> Tensor:
     return torch.stack(q)
 
 
-def _quaternion_product(a: Tensor, b: Tensor) -> Tensor:
+def quaternion_product(a: Tensor, b: Tensor) -> Tensor:
+    """a b (w x y z): the rotation b, then a."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
     return torch.stack(
@@ -95,7 +96,7 @@ def transform_gaussians(gaussians: Mapping[str, Tensor], similarity: Similarity)
     out["scales"] = gaussians["scales"] + torch.log(torch.tensor(scale, dtype=torch.float64)).to(dtype)
     # A reflection R turns an ellipsoid as the rotation -R does (an ellipsoid is symmetric)
     proper = rotation * torch.sign(torch.linalg.det(rotation))
-    out["quats"] = _quaternion_product(_quaternion(proper), gaussians["quats"].double()).to(dtype)
+    out["quats"] = quaternion_product(rotation_quaternion(proper), gaussians["quats"].double()).to(dtype)
     rest = gaussians["features_rest"]
     if rest.shape[1] > 0:
         rotate = sh_rotation(rotation, sh_degree_of(gaussians))

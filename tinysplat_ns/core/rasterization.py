@@ -109,8 +109,8 @@ def _cpu_rasterization(
             "the cpp backend takes float32 CPU tensors, up to 4 channels and tiles of up to 16 pixels, "
             "and needs its build to work (see the warning above): use backend='torch'"
         )
-    # the compiled projection and SH give the cameras no gradient: an optimised camera takes PyTorch's
-    compiled_gaussians = use_cpp and not (viewmats.requires_grad or Ks.requires_grad) and all(
+    # (optimised intrinsics take PyTorch's projection; an optimised pose, the compiled one)
+    compiled_gaussians = use_cpp and not Ks.requires_grad and all(
         t.dtype == torch.float32 for t in (quats, scales, colors)
     )
     project = compiled_projection.project_gaussians if compiled_gaussians else project_gaussians
