@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import splat_transform
 import torch
-from plyfile import PlyData
+from plyfile import PlyData, PlyElement
 from scene import scene_dir
+from training import TRAINED_STEPS
 from training import build_trainer, run_command as run, train_steps
 
 from tinysplat_ns.core.ply import read_ply
@@ -31,7 +32,7 @@ def test_same_file_as_ns_export_read_by_plyfile(trained):
     for name in ours.dtype.names:
         assert np.array_equal(ours[name], theirs[name]), name
     assert np.abs(ours["f_rest_44"]).max() > 1e-4  # the last band was trained, not zeros
-    assert f"Wrote {len(ours):,} of" in out and "(SH degree 3, step 59)" in out
+    assert f"Wrote {len(ours):,} of" in out and f"(SH degree 3, step {TRAINED_STEPS - 1})" in out
 
 
 def test_splat_transform_reads_the_exported_files(trained):
@@ -171,6 +172,46 @@ def test_a_run_started_from_a_ply_loads_without_it(trained, tmp_path):
     path.unlink()
     _, pipeline, _, step = eval_setup(next((tmp_path / "out").rglob("config.yml")), test_mode="inference")
     assert step == 2 and len(pipeline.model.means) == count
+
+
+def test_init_ply_of_another_sh_degree_warns_and_fits_the_model(trained, tmp_path, capsys):
+    """README: of a file's SH bands, "higher bands than the model's are dropped, missing ones start at
+    zero", each with the warning --pipeline.model.init-ply prints: degree 3 into
+    --pipeline.model.sh-degree 1, and degree 1 into the default 3."""
+    import yaml
+
+    work, config = trained
+    three, one = tmp_path / "degree3.ply", tmp_path / "degree1.ply"
+    run(["tinysplat-export", "--load-config", config, "--output", three, "--min-opacity", 0], work)
+    table = vertex_table(three)
+    # f_rest is channel-major: coefficient k of channel c in f_rest_{c * 15 + k}
+    rest = np.stack([np.stack([table[f"f_rest_{c * 15 + k}"] for c in range(3)], axis=1) for k in range(15)], axis=1)
+    others = [name for name in table.dtype.names if not name.startswith("f_rest_")]
+    after_dc = others.index("f_dc_2") + 1
+    layout = others[:after_dc] + [f"f_rest_{i}" for i in range(9)] + others[after_dc:]
+    degree_one = np.empty(len(table), [(name, "<f4") for name in layout])
+    for name in others:
+        degree_one[name] = table[name]
+    for c in range(3):
+        for k in range(3):
+            degree_one[f"f_rest_{c * 3 + k}"] = table[f"f_rest_{c * 15 + k}"]
+    PlyData([PlyElement.describe(degree_one, "vertex")]).write(str(one))
+
+    run_config = yaml.load(config.read_text(), Loader=yaml.Loader)
+    for path, degree, line in (
+        (three, 1, f"Warning: {three} has SH degree 3, the model 1: dropping the higher bands"),
+        (one, 3, f"Warning: {one} has SH degree 1, the model 3: new bands start at zero"),
+    ):
+        started = copy.deepcopy(run_config)
+        started.pipeline.model.init_ply = path
+        started.pipeline.model.sh_degree = degree
+        capsys.readouterr()
+        model = started.pipeline.setup(device="cpu", test_mode="val").model  # as ns-train builds it
+        assert line in capsys.readouterr().out.splitlines()
+        features = model.gauss_params["features_rest"].detach().numpy()
+        assert features.shape == (len(table), (degree + 1) ** 2 - 1, 3)
+        assert np.array_equal(features[:, :3], rest[:, :3]) and np.abs(rest[:, :3]).max() > 1e-3
+        assert not features[:, 3:].any()
 
 
 def test_bad_input_ends_in_one_line(trained, tmp_path):

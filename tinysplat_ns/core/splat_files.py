@@ -35,11 +35,19 @@ def format_of(path: Path) -> Optional[str]:
     return {".ply": "ply", ".spz": "spz", ".sog": "sog", ".splat": "splat"}.get(path.suffix.lower())
 
 
+def _starts_as_ply(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in (b"ply\n", b"ply\r")
+    except OSError:  # a folder, a missing file: its name decides
+        return False
+
+
 def format_read(path: Path) -> Optional[str]:
-    """The format `read_splats` reads a file as: by its name, and by content where a name can hide it
-    (a compressed .ply named .ply)."""
+    """The format `read_splats` reads a file as: a PLY (plain or compressed, told apart by its header)
+    whatever its name (scene.ply, foo.bin), anything else by its name."""
     fmt = format_of(path)
-    if fmt in ("ply", "compressed-ply"):
+    if fmt in ("ply", "compressed-ply") or _starts_as_ply(path):
         _, _, _, elements = ply.read_header(path)
         fmt = "compressed-ply" if ply.is_compressed_ply(elements) else "ply"
     return fmt

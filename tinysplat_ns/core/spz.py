@@ -99,7 +99,7 @@ def _payload(path: Path, data: bytes):
         raise SplatFileError(f"{path}: SPZ version {version}; TinySplat reads versions 1-4 (re-save it with splat-transform)")
     if degree > 3:
         raise SplatFileError(f"{path}: SH degree {degree}; SPZ files hold degree 0-3")
-    if not 0 < bits <= 24:
+    if version >= 2 and not 0 < bits <= 24:  # version 1's float16 positions have no use for them
         raise SplatFileError(f"{path}: {bits} fractional bits for positions; the header is damaged")
     if body is None:
         body = _zstd_streams(path, data, toc, streams)
