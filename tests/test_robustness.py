@@ -120,12 +120,17 @@ def test_budget_holds_under_a_runaway_densifier(tmp_path):
     assert max(counts) == budget and counts[-1] == budget, counts
 
 
-def tensorboard_losses(run_dir: Path):
+def tensorboard_scalars(run_dir: Path):
+    """What the run logged to tensorboard: {tag: {step: value}}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next(run_dir.rglob("events.out.tfevents.*"))))
     events.Reload()
-    return {event.step: event.value for event in events.Scalars("Train Loss")}
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+def tensorboard_losses(run_dir: Path):
+    return tensorboard_scalars(run_dir)["Train Loss"]
 
 
 def ns_train(args, log: Path, patches: dict = None) -> subprocess.Popen:
@@ -271,6 +276,15 @@ def test_a_diverging_ns_train_stops_in_one_line(tmp_path):
     assert "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("error: training diverged: 3 steps in a row (up to step 8)")
     assert [p.name for p in tmp_path.rglob("step-*.ckpt")] == ["step-000000005.ckpt"]
+    # the logs (README: skipped steps counted as `Skipped steps (NaN/inf)`, each weighted loss term as
+    # `Train Loss Dict/<name>`), the stopping step's count included
+    logged = tensorboard_scalars(tmp_path)
+    assert logged["Skipped steps (NaN/inf)"] == {6: 1.0, 7: 2.0, 8: 3.0}
+    l1, dssim, total = logged["Train Loss Dict/l1"], logged["Train Loss Dict/dssim"], logged["Train Loss"]
+    assert set(range(6)) <= set(l1) and set(l1) == set(dssim)
+    for step in range(6):  # l1=0.8 dssim=0.2, the default: weighted, and summing to the loss
+        assert 0 < l1[step] < 0.8 and 0 < dssim[step] < 0.2 * 2, (step, l1[step], dssim[step])
+        assert l1[step] + dssim[step] == pytest.approx(total[step], rel=1e-5)
 
 
 def test_sigterm_to_ns_train_ends_it_through_its_exit_handlers(tmp_path):
@@ -282,3 +296,16 @@ def test_sigterm_to_ns_train_ends_it_through_its_exit_handlers(tmp_path):
     run.terminate()
     assert run.wait(timeout=120) == 143
     assert "Traceback" not in output(log, "err")
+    # the last checkpoint is kept, whole (only older ones are deleted, once a newer one is in place), and
+    # no partial one is left beside it
+    checkpoints = sorted(tmp_path.rglob("step-*.ckpt"))
+    assert checkpoints and not [p.name for p in tmp_path.rglob("*") if p.suffix == ".tmp"]
+    for checkpoint in checkpoints:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        step = int(checkpoint.stem.split("-")[1])
+        assert saved["step"] == step and step > 0 and step % 3 == 0, (checkpoint.name, saved["step"])
+        n = len(saved["pipeline"]["_model.gauss_params.means"])
+        for name in ("means", "scales", "quats", "opacities", "features_dc", "features_rest"):
+            value = saved["pipeline"][f"_model.gauss_params.{name}"]
+            assert len(value) == n and torch.isfinite(value).all(), name
+        assert saved["optimizers"]["means"]["state"][0]["exp_avg"].shape == (n, 3)

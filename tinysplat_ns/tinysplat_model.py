@@ -32,6 +32,7 @@ from tinysplat_ns.core.losses.base import LossInputs
 from tinysplat_ns.core.losses.composite import WeightedLoss, parse_weights
 from tinysplat_ns.core.losses.registry import available_terms
 from tinysplat_ns.core.frames import transform_gaussians
+from tinysplat_ns.core.kernels import build as kernels_build
 from tinysplat_ns.core.ply import PARAMETERS, Gaussians, SplatFileError, sh_degree_of, with_sh_degree
 from tinysplat_ns.core.splat_files import read_splats
 from tinysplat_ns.core.rasterization import rasterization
@@ -189,6 +190,11 @@ class TinySplatModel(SplatfactoModel):
                 grid_X=self.config.grid_shape[0],
                 grid_Y=self.config.grid_shape[1],
                 grid_W=self.config.grid_shape[2],
+            )
+        if self.config.backend == "cpp" and not kernels_build.available():
+            raise SystemExit(
+                "error: --pipeline.model.backend cpp: TinySplat's compiled CPU rasterizer is not available here "
+                "(TINYSPLAT_CPP=0, or its build failed: see the warning above); use --pipeline.model.backend auto or torch"
             )
         self.strategy: Strategy = configured(self.config, self.config.strategy)
         self.strategy.set_budget(self.config.max_gaussians)

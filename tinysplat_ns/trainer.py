@@ -227,7 +227,7 @@ class TinySplatTrainer(Trainer):
         if not self.interrupted:
             return
         path = self.write_checkpoint(step)
-        writer.write_out_storage()
+        write_out_logs()
         self.shutdown()
         self.collectives.barrier()  # the checkpoint is whole before any process exits
         remaining = self._start_step + self.config.max_num_iterations - 1 - step
@@ -256,6 +256,7 @@ class TinySplatTrainer(Trainer):
             )
         if self.bad_streak >= self.config.max_bad_steps:
             path = self.write_checkpoint(step - self.bad_streak)  # the Gaussians are as after that step
+            write_out_logs()  # this step's count too
             self.shutdown()
             self.collectives.barrier()
             if self.collectives.rank != 0:
@@ -304,6 +305,21 @@ class TinySplatTrainer(Trainer):
                 if old != path:
                     old.unlink()
         return path
+
+
+def write_out_logs() -> None:
+    """The values logged and not yet written (Nerfstudio writes them at the end of each step) onto disk
+    before the process exits, tensorboard's file flushed (its writer thread flushes every two minutes).
+    Not the terminal's table of stats (`writer.write_out_storage` prints it): it needs a finished step."""
+    for event_writer in writer.EVENT_WRITERS:
+        if isinstance(event_writer, writer.LocalWriter):
+            continue
+        for event in writer.EVENT_STORAGE:
+            getattr(event_writer, event["write_type"].value)(event["name"], event["event"], event["step"])
+        tensorboard = getattr(event_writer, "tb_writer", None)
+        if tensorboard is not None:
+            tensorboard.flush()
+    writer.EVENT_STORAGE.clear()
 
 
 def _tensors_to_cpu(value):

@@ -283,23 +283,31 @@ def keep_freed_memory() -> None:
 class _Kernel:
     """A per-row kernel run through `torch.compile`, which fuses its dozen elementwise passes into
     one C++ loop (no temporaries), when that works here; eagerly otherwise, or with
-    TINYSPLAT_COMPILE=0. Same arithmetic either way."""
+    TINYSPLAT_COMPILE=0. Same arithmetic either way. Once one kernel's compile has failed, all run
+    eagerly: one warning line, and no second attempt that would fail the same way."""
+
+    failed = False
 
     def __init__(self, fn):
         self.eager = fn
         self.compiled = torch.compile(fn, dynamic=True) if os.environ.get("TINYSPLAT_COMPILE", "1") != "0" else None
 
     def __call__(self, *args):
+        if _Kernel.failed:
+            self.compiled = None
         if self.compiled is not None:
             # Inductor's C++ build notes that no CUDA runtime exists, which is expected on a CPU.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             try:
                 return self.compiled(*args)
             except Exception as e:  # no C++ compiler, an unsupported platform, ...
+                first = str(e).strip().splitlines()[:1] or [""]
                 warnings.warn(
-                    f"TinySplat rasterizes eagerly (slower): torch.compile failed with {type(e).__name__}: {e}",
+                    f"TinySplat rasterizes eagerly (slower): torch.compile failed with {type(e).__name__}: "
+                    f"{first[0][:300]}; TINYSPLAT_COMPILE=0 silences this",
                     stacklevel=2,
                 )
+                _Kernel.failed = True
                 self.compiled = None
         return self.eager(*args)
 
