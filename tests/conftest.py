@@ -42,16 +42,18 @@ def plugin_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """60 steps of tinysplat-cpu on the real scene with the SH degree raised every 10 steps, so that
-    every band has been trained (non-zero): (its folder, its config.yml)."""
+    """The suite's one finished `ns-train tinysplat-cpu` run on the real scene, which the tests of
+    ns-eval, ns-export, ns-render, ns-viewer, tinysplat-export and tinysplat-compare share (none writes
+    into it): 300 steps, with the SH degree raised every 10 steps, so that every band has been trained
+    (non-zero). (its folder, its config.yml)"""
     from scene import scene_dir
-    from training import run_command
+    from training import TRAINED_STEPS, run_command
 
     work = tmp_path_factory.mktemp("export")
     run_command(
         [
             "ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", work / "outputs",
-            "--max-num-iterations", 60, "--vis", "tensorboard", "--steps-per-eval-all-images", 0,
+            "--max-num-iterations", TRAINED_STEPS, "--vis", "tensorboard", "--steps-per-eval-all-images", 0,
             "--pipeline.model.sh-degree-interval", 10,
         ],
         work,

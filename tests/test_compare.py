@@ -26,15 +26,30 @@ SCORE = re.compile(r"(\d+) test views: PSNR ([\d.]+) dB, SSIM ([\d.]+)")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A: tinysplat-cpu; B: a shorter tinysplat-cpu-mcmc run on the same photos, whose dataparser
-    keeps the dataset's own orientation, centre and scale, so B's coordinates differ from A's."""
-    a = ns_train("tinysplat-cpu", tmp_path_factory.mktemp("a"), "--max-num-iterations", "200")
+def runs(trained, tmp_path_factory):
+    """A: tinysplat-cpu (the suite's shared run, conftest's `trained`); B: a shorter tinysplat-cpu-mcmc
+    run on the same photos, whose dataparser keeps the dataset's own orientation, centre and scale, so
+    B's coordinates differ from A's."""
+    _, a = trained
     b = ns_train(
         "tinysplat-cpu-mcmc", tmp_path_factory.mktemp("b"), "--max-num-iterations", "60",
         "nerfstudio-data", "--orientation-method", "none", "--center-method", "none", "--auto-scale-poses", "False",
     )  # fmt: skip
     return a, b
+
+
+def test_mcmc_run_logs_its_penalties_by_name(runs):
+    """README ("Loss"): the MCMC strategy's penalties are logged as `Train Loss Dict/mcmc_opacity_reg` and
+    `.../mcmc_scale_reg` beside the configured terms (B's run, read back from its tensorboard file)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(runs[1].parent.rglob("events.out.tfevents.*"))))
+    events.Reload()
+    logged = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    for name in ("l1", "dssim", "mcmc_opacity_reg", "mcmc_scale_reg"):
+        values = logged[f"Train Loss Dict/{name}"]
+        assert len(values) >= 5 and all(v > 0 for v in values), (name, values)
+    assert all(v < 0.01 for v in logged["Train Loss Dict/mcmc_opacity_reg"])  # 0.01 x a mean opacity
 
 
 def start_compare(configs, tmp_path: Path, *extra: str):
@@ -45,6 +60,8 @@ def start_compare(configs, tmp_path: Path, *extra: str):
         command += ["--load-config", str(config)]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     wait_for_port(port, proc)
+    # the page is up (its server listens before the page is built; a Ctrl-C until then stops "while loading")
+    wait_for_log(log, r"tinysplat-compare: open http://")
     return proc, port, log
 
 
@@ -132,7 +149,9 @@ def strips(picture: np.ndarray):
 def assert_rendered(pixels: np.ndarray) -> None:
     """A photo-like render: strong variation and many colours, unlike an empty or flat side."""
     assert pixels.std() > 15
-    assert len(np.unique(pixels.astype(np.uint8).reshape(-1, 3), axis=0)) > 2000
+    # measured 1,898 colours on a side of the shared 300-step run (2026-12-06); an empty or flat side
+    # has one to a few dozen
+    assert len(np.unique(pixels.astype(np.uint8).reshape(-1, 3), axis=0)) > 1000
 
 
 def gaussians_in_checkpoint(config: Path) -> int:
@@ -327,16 +346,18 @@ def test_splat_files_score_as_the_run_they_came_from(runs, tmp_path):
     from tinysplat_ns.compare.splats import load_splat
 
     a, _ = runs
-    # (file, its frame, the PSNR difference allowed): measured 0.000 for the plain .ply in either frame,
-    # 0.012 compressed .ply, 0.024 .spz, 0.016 (ours) and 0.027 (splat-transform's) SOG
+    # (file, its frame, the PSNR difference allowed): measured on the shared 300-step run (18.35 dB):
+    # 0.000 for the plain .ply in either frame, compressed .ply -0.06, .spz 0.39 (Niantic's 4-5 bit
+    # SH, on bands trained from step 30; 0.024 on a 200-step run whose SH was still degree 0), SOG
+    # 0.016 (ours) and 0.027 (splat-transform's) on that 200-step run
     files = [(tmp_path / "run.ply", "run", 0.005)]
     run_command(["tinysplat-export", "--load-config", a, "--output", files[0][0]], tmp_path)
     for fmt, name, allowed in (("ply", "data.ply", 0.005), ("compressed-ply", "data.compressed.ply", 0.1),
-                               ("spz", "data.spz", 0.1), ("sog", "data.sog", 0.1)):  # fmt: skip
+                               ("spz", "data.spz", 0.5), ("sog", "data.sog", 0.1)):  # fmt: skip
         run_command(["tinysplat-export", "--load-config", a, "--output", tmp_path / name, "--format", fmt,
                      "--frame", "data"], tmp_path)  # fmt: skip
         files.append((tmp_path / name, "data", allowed))
-    for name, allowed in (("st.compressed.ply", 0.1), ("st.spz", 0.1), ("st.sog", 0.1)):
+    for name, allowed in (("st.compressed.ply", 0.1), ("st.spz", 0.5), ("st.sog", 0.1)):
         run_command([executable(), "-w", "-q", "-g", "cpu", tmp_path / "data.ply", tmp_path / name], tmp_path)
         files.append((tmp_path / name, "data", allowed))
 
@@ -376,7 +397,7 @@ def test_a_splat_file_beside_a_run_and_alone(runs, tmp_path):
     finally:
         interrupt(proc, log)
     scores = {letter: float(psnr) for letter, _, psnr, _ in printed}
-    assert abs(scores["A"] - ns_eval(a, tmp_path)["psnr"]) < 0.02 and abs(scores["B"] - scores["A"]) < 0.1, scores
+    assert abs(scores["A"] - ns_eval(a, tmp_path)["psnr"]) < 0.02 and abs(scores["B"] - scores["A"]) < 0.5, scores
 
     proc, port, log = start_compare([], tmp_path, "--load-splat", str(spz), "--data", str(scene_dir()))
     try:

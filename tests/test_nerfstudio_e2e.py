@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 import torch
 from plyfile import PlyData
-from scene import scene_dir
+from training import TRAINED_STEPS
 
 BIN = Path(sys.executable).parent
-TRAIN_STEPS = 300
-# Mean PSNR over the 4 test views after these 300 steps: measured 18.70 and 18.75 dB (2026-11-25,
-# two runs); one step from the SfM points gives 11.7 dB. The floor leaves 1.2 dB for noise.
+# Mean PSNR over the 4 test views after the shared run's 300 steps: measured 18.35 dB (2026-12-06);
+# one step from the SfM points gives 11.7 dB. The floor leaves 1.2 dB for noise.
 PSNR_FLOOR = 17.5
 
 
-def run(cmd, cwd, env, timeout=900):
+def run_tool(cmd, cwd, env, timeout=900):
     result = subprocess.run(
         [str(BIN / cmd[0]), *map(str, cmd[1:])], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -30,37 +29,30 @@ def run(cmd, cwd, env, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A short CPU training run of the real scene, with no LPIPS weights on disk (as offline)."""
+def run(trained, tmp_path_factory):
+    """The suite's short CPU training run of the real scene (conftest's `trained`), looked at with no
+    LPIPS weights on disk (as offline): a folder for what the tools write, their environment, its config."""
+    _, config = trained
     work = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ, "TORCH_HOME": str(work / "torch_home")}
-    run(
-        [
-            "ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", work / "outputs",
-            "--max-num-iterations", TRAIN_STEPS, "--vis", "tensorboard", "--steps-per-eval-all-images", 0,
-        ],
-        work, env,
-    )  # fmt: skip
-    config = next((work / "outputs").rglob("config.yml"))
-    return work, env, config
+    return work, {**os.environ, "TORCH_HOME": str(work / "torch_home")}, config
 
 
 def test_entry_point_is_discovered(tmp_path):
-    out = run(["ns-train", "tinysplat", "--help"], tmp_path, dict(os.environ)).stdout
+    out = run_tool(["ns-train", "tinysplat", "--help"], tmp_path, dict(os.environ)).stdout
     assert "Gaussian Splatting on CPU" in out and "--pipeline.model.max-gaussians" in out
 
 
-def test_checkpoint_loads_with_torch_default_weights_only(trained):
-    _, _, config = trained
+def test_checkpoint_loads_with_torch_default_weights_only(run):
+    _, _, config = run
     checkpoint = sorted((config.parent / "nerfstudio_models").glob("*.ckpt"))[-1]
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    assert state["step"] == TRAIN_STEPS - 1
+    assert state["step"] == TRAINED_STEPS - 1
     assert all(isinstance(g["lr"], float) for opt in state["optimizers"].values() for g in opt["param_groups"])
 
 
-def test_eval_reports_psnr_ssim_and_skips_lpips_offline(trained):
-    work, env, config = trained
-    result = run(["ns-eval", "--load-config", config, "--output-path", work / "eval.json"], work, env)
+def test_eval_reports_psnr_ssim_and_skips_lpips_offline(run):
+    work, env, config = run
+    result = run_tool(["ns-eval", "--load-config", config, "--output-path", work / "eval.json"], work, env)
     metrics = json.loads((work / "eval.json").read_text())["results"]
     assert "LPIPS skipped" in result.stdout
     assert "lpips" not in metrics
@@ -68,27 +60,27 @@ def test_eval_reports_psnr_ssim_and_skips_lpips_offline(trained):
     assert 0.5 < metrics["ssim"] <= 1.0
 
 
-def test_eval_reports_lpips_when_its_weights_are_on_disk(trained, tmp_path):
+def test_eval_reports_lpips_when_its_weights_are_on_disk(run, tmp_path):
     """Weights in torch's cache are used, never downloaded. (Random AlexNet weights stand in for
     the real ones, which this offline machine cannot fetch: the value is meaningless, the path is
     the one a user with the weights takes.)"""
     import torchvision
 
-    work, env, config = trained
+    work, env, config = run
     checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     url = torchvision.models.AlexNet_Weights.DEFAULT.url
     torch.save(torchvision.models.alexnet().state_dict(), checkpoints / url.rsplit("/", 1)[-1])
     env = {**env, "TORCH_HOME": str(tmp_path / "torch_home")}
-    result = run(["ns-eval", "--load-config", config, "--output-path", tmp_path / "eval.json"], work, env)
+    result = run_tool(["ns-eval", "--load-config", config, "--output-path", tmp_path / "eval.json"], work, env)
     metrics = json.loads((tmp_path / "eval.json").read_text())["results"]
     assert "LPIPS skipped" not in result.stdout
     assert 0.0 <= metrics["lpips"] <= 1.5
 
 
-def test_export_gaussian_splat_is_standard_3dgs_ply(trained):
-    work, env, config = trained
-    run(["ns-export", "gaussian-splat", "--load-config", config, "--output-dir", work / "export"], work, env)
+def test_export_gaussian_splat_is_standard_3dgs_ply(run):
+    work, env, config = run
+    run_tool(["ns-export", "gaussian-splat", "--load-config", config, "--output-dir", work / "export"], work, env)
     vertex = PlyData.read(str(work / "export" / "splat.ply"))["vertex"]
     names = [p.name for p in vertex.properties]
     expected = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
@@ -105,10 +97,10 @@ def test_export_gaussian_splat_is_standard_3dgs_ply(trained):
     np.testing.assert_allclose(np.stack([vertex["x"], vertex["y"], vertex["z"]], 1), means[exported], rtol=1e-6)
 
 
-def test_render_interpolated_path(trained):
-    work, env, config = trained
+def test_render_interpolated_path(run):
+    work, env, config = run
     out = work / "render"
-    run(
+    run_tool(
         [
             "ns-render", "interpolate", "--load-config", config, "--output-path", out, "--output-format", "images",
             "--interpolation-steps", 2, "--frame-rate", 2, "--pose-source", "train",

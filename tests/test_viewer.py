@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 from browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_for_port
 from scene import scene_dir
-from training import ns_train
 
 BIN = Path(sys.executable).parent
 
@@ -73,8 +72,8 @@ def test_live_viewer_while_training(tmp_path):
     assert_scene_rendered(tmp_path / "live.png")
 
 
-def test_ns_viewer_on_a_finished_run(tmp_path):
-    config = ns_train("tinysplat-cpu", tmp_path, "--max-num-iterations", "100")
+def test_ns_viewer_on_a_finished_run(trained, tmp_path):
+    _, config = trained
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "ns-viewer"), "--load-config", str(config), "--viewer.websocket-port", str(port)],

@@ -45,6 +45,9 @@ def train_steps(trainer: Trainer, steps, each=None):
             each(step, float(loss))
 
 
+# the steps of conftest's `trained`, the suite's shared run
+TRAINED_STEPS = 300
+
 OFFLINE_NS = Path(__file__).parents[1] / "benchmarks" / "offline_ns.py"
 
 
