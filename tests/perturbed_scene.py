@@ -5,7 +5,6 @@ its cameras' pose errors, its grids' colour gains, its test PSNR."""
 
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +66,9 @@ def perturbed_scene(dst: Path, degrees=0.0, shift=0.0, stops=0.0, white_balance=
 def trained(data, out, steps: int, each=None, **options):
     """`tinysplat-cpu` on `data` for `steps` steps, seeded as `ns-train` seeds a run (its default 42);
     `each(step, loss)` after every step."""
-    random.seed(42)
-    np.random.seed(42)
-    torch.manual_seed(42)
+    from nerfstudio.scripts.train import _set_random_seed
+
+    _set_random_seed(42)
     trainer = build_trainer(data, out, **options)
     train_steps(trainer, range(steps), each)
     return trainer

@@ -190,7 +190,8 @@ def test_two_runs_side_by_side_in_the_browser(runs, tmp_path):
             unchanged = np.abs(strips(only_a)[0] - left).mean(), np.abs(strips(only_b)[1] - right).mean()
             changed = np.abs(strips(only_a)[1] - right).mean(), np.abs(strips(only_b)[0] - left).mean()
             print("mean |difference| of the unchanged and the changed sides:", unchanged, changed)
-            # measured: unchanged up to 0.6 (JPEG), changed 9.2 and 11.9 (B trained 60 steps, A 200)
+            # measured: unchanged up to 0.6 (JPEG), changed 9.2 and 11.9 (B trained 60 steps, A 200 before A
+            # became the shared 300-step run)
             assert max(unchanged) < 2
             assert min(changed) > 5  # A and B render the same place differently
 

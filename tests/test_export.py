@@ -105,9 +105,10 @@ def test_round_trip_export_import_renders_the_same_image(trained, frame):
 
 
 def test_data_frame_is_the_datasets_own(trained):
-    """Exported in the dataset's frame, the Gaussians (60 steps from the SfM points, none pruned)
-    sit on the dataset's sparse points in its original coordinates: sparse_pc.ply is stored in
-    transforms.json's frame, `applied_transform` away from the original (COLMAP's)."""
+    """Exported in the dataset's frame, the Gaussians (the shared run's 300 steps from the SfM points,
+    none pruned: densification starts at 500) sit on the dataset's sparse points in its original
+    coordinates: sparse_pc.ply is stored in transforms.json's frame, `applied_transform` away from the
+    original (COLMAP's)."""
     work, config = trained
     path = work / "data_frame.ply"
     run(["tinysplat-export", "--load-config", config, "--output", path, "--min-opacity", 0, "--frame", "data"], work)
@@ -118,8 +119,8 @@ def test_data_frame_is_the_datasets_own(trained):
     assert means.shape == original.shape
     distance = (means - original).norm(dim=1)
     extent = (original.quantile(0.95, dim=0) - original.quantile(0.05, dim=0)).norm()
-    # measured: median 0.022, max 0.060, against an extent of 8.6 (in the run's frame, scaled by
-    # 0.19 and turned, they would be metres away)
+    # measured: median 0.046, max 0.26 after the shared run's 300 steps (0.022, 0.060 after 60),
+    # against an extent of 8.6 (in the run's frame, scaled by 0.19 and turned, they would be metres away)
     assert distance.median() < 0.01 * extent, (float(distance.median()), float(extent))
 
 
