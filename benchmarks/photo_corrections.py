@@ -1,11 +1,11 @@
 """Camera pose optimisation and the bilateral grid on the bundled scene at the `tinysplat-cpu` preset's
 full schedule, against a known truth (tests/perturbed_scene.py): training cameras moved, or training
-photos recoloured, trained without and with the correction, beside the untouched scene. Prints the
-test PSNR of each, the pose errors, the grids' gains against the photos', and the median step time
-(what each correction costs a step on this CPU).
+photos recoloured, trained without and with the correction, beside the untouched scene and the
+recoloured photos each undone exactly. Prints the test PSNR of each, the pose errors, the grids' gains
+against the photos', and the median step time (what each correction costs a step on this CPU).
 
-    .venv/bin/python benchmarks/photo_corrections.py [--steps 3000] [--degrees 1.5] [--shift 0.015]
-        [--stops 0.5] [--white-balance 0.15]
+    .venv/bin/python benchmarks/photo_corrections.py [--steps 3000] [--corrections poses colours]
+        [--degrees 1.5] [--shift 0.015] [--stops 0.5] [--white-balance 0.15]
 """
 
 import argparse
@@ -35,9 +35,45 @@ def run(data: Path, out: Path, steps: int, **options):
     return trainer, held_out_psnr(trainer), statistics.median(full_size) * 1e3
 
 
+def poses(tmp: Path, args, truth: float):
+    moved = perturbed_scene(tmp / "moved", degrees=args.degrees, shift=args.shift)
+    for mode in ("off", "SO3xR3"):
+        trainer, psnr, ms = run(moved, tmp / mode, args.steps, pipeline__model__camera_optimizer__mode=mode)
+        (degrees, shift), = [pose_errors(trainer, moved).mean(1).tolist()]
+        print(
+            f"cameras moved {args.degrees} deg, {args.shift:.1%}: pose optimisation {mode}: test PSNR {psnr:.2f} dB "
+            f"({psnr - truth:+.2f}), pose error {degrees:.3f} deg, {shift:.4f} units, step {ms:.1f} ms",
+            flush=True,
+        )
+
+
+def colours(tmp: Path, args, truth: float):
+    recolour = dict(stops=args.stops, white_balance=args.white_balance)
+    recoloured = perturbed_scene(tmp / "recoloured", **recolour)
+    for grid in (False, True):
+        trainer, psnr, ms = run(recoloured, tmp / f"grid{grid}", args.steps, pipeline__model__use_bilateral_grid=grid)
+        line = f"photos recoloured: bilateral grid {'on' if grid else 'off'}: "
+        line += f"test PSNR {psnr:.2f} dB ({psnr - truth:+.2f}), step {ms:.1f} ms"
+        if grid:
+            learned, made = grid_gains(trainer, recoloured)
+            x, y = made.log().flatten(), learned.log().flatten()
+            slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+            correlation = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+            shared = (learned.log() - made.log()).mean(0).exp().tolist()  # a change common to all photos
+            line += (
+                f"; grids' log gains against the photos': slope {slope:.2f}, correlation {correlation:.3f}, "
+                f"shared gain {', '.join(f'{g:.3f}' for g in shared)} (R, G, B)"
+            )
+        print(line, flush=True)
+    undone = perturbed_scene(tmp / "undone", undone=True, **recolour)
+    _, psnr, _ = run(undone, tmp / "undone-run", args.steps)
+    print(f"photos recoloured, each then undone exactly: test PSNR {psnr:.2f} dB ({psnr - truth:+.2f})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--corrections", nargs="+", choices=["poses", "colours"], default=["poses", "colours"])
     parser.add_argument("--degrees", type=float, default=1.5)
     parser.add_argument("--shift", type=float, default=0.015)
     parser.add_argument("--stops", type=float, default=0.5)
@@ -47,32 +83,10 @@ def main():
         tmp = Path(tmp)
         _, truth, base_ms = run(scene_dir(), tmp / "truth", args.steps)
         print(f"untouched scene: test PSNR {truth:.2f} dB, step {base_ms:.1f} ms", flush=True)
-
-        moved = perturbed_scene(tmp / "moved", degrees=args.degrees, shift=args.shift)
-        for mode in ("off", "SO3xR3"):
-            trainer, psnr, ms = run(moved, tmp / mode, args.steps, pipeline__model__camera_optimizer__mode=mode)
-            (degrees, shift), = [pose_errors(trainer, moved).mean(1).tolist()]
-            print(
-                f"cameras moved {args.degrees} deg, {args.shift:.1%}: pose optimisation {mode}: test PSNR {psnr:.2f} dB "
-                f"({psnr - truth:+.2f}), pose error {degrees:.3f} deg, {shift:.4f} units, step {ms:.1f} ms",
-                flush=True,
-            )
-
-        recoloured = perturbed_scene(tmp / "recoloured", stops=args.stops, white_balance=args.white_balance)
-        for grid in (False, True):
-            trainer, psnr, ms = run(recoloured, tmp / f"grid{grid}", args.steps, pipeline__model__use_bilateral_grid=grid)
-            line = f"photos recoloured: bilateral grid {'on' if grid else 'off'}: test PSNR {psnr:.2f} dB ({psnr - truth:+.2f}), step {ms:.1f} ms"
-            if grid:
-                learned, made = grid_gains(trainer, recoloured)
-                x, y = made.log().flatten(), learned.log().flatten()
-                slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
-                correlation = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
-                shared = (learned.log() - made.log()).mean(0).exp().tolist()  # a change common to all photos
-                line += (
-                    f"; grids' log gains against the photos': slope {slope:.2f}, correlation {correlation:.3f}, "
-                    f"shared gain {', '.join(f'{g:.3f}' for g in shared)} (R, G, B)"
-                )
-            print(line, flush=True)
+        if "poses" in args.corrections:
+            poses(tmp, args, truth)
+        if "colours" in args.corrections:
+            colours(tmp, args, truth)
 
 
 if __name__ == "__main__":

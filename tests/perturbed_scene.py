@@ -24,13 +24,16 @@ def rotation_about(axis: np.ndarray, degrees: float) -> np.ndarray:
     return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
 
 
-def perturbed_scene(dst: Path, degrees=0.0, shift=0.0, stops=0.0, white_balance=0.0, seed=0) -> Path:
+def perturbed_scene(dst: Path, degrees=0.0, shift=0.0, stops=0.0, white_balance=0.0, undone=False, seed=0) -> Path:
     """The scene with each training photo (Nerfstudio's default split: 44 of 48) changed:
     - its camera turned by `degrees` about a random axis through its centre, and its centre moved by
       `shift` times the cameras' largest distance from their mean in a random direction (the form of
       Nerfstudio's SO3xR3 correction, so an exact correction exists);
     - its exposure changed by up to `stops` either way and each channel by a further factor of up to
-      1 +- `white_balance`, clipped to 8 bits as a camera stores them, saved as PNG.
+      1 +- `white_balance`, clipped to 8 bits as a camera stores them, saved as PNG. The gains' geometric
+      mean over the photos is 1 in each channel: photos fix each one's look only relative to the others.
+    `undone`: each stored photo then divided by its gain again, an exact correction that the best
+    per-photo correction could reach (what was clipped stays clipped).
     What was done to each photo is in `perturbations.json` beside them (Nerfstudio ignores it)."""
     from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_fraction
 
@@ -43,7 +46,7 @@ def perturbed_scene(dst: Path, degrees=0.0, shift=0.0, stops=0.0, white_balance=
     gen = np.random.default_rng(seed)
     (dst / "images").mkdir(parents=True)
     (dst / "sparse_pc.ply").symlink_to(src / "sparse_pc.ply")
-    done = {}
+    gains = {}
     for i, frame in enumerate(frames):
         if i not in train:
             (dst / frame["file_path"]).symlink_to(src / frame["file_path"])
@@ -53,11 +56,18 @@ def perturbed_scene(dst: Path, degrees=0.0, shift=0.0, stops=0.0, white_balance=
         direction = gen.normal(size=3)
         pose[:3, 3] += shift * size * direction / np.linalg.norm(direction)
         frame["transform_matrix"] = pose.tolist()
-        gain = 2.0 ** gen.uniform(-stops, stops) * gen.uniform(1 - white_balance, 1 + white_balance, size=3)
-        photo = np.asarray(Image.open(src / frame["file_path"]).convert("RGB"), dtype=np.float64)
-        frame["file_path"] = str(Path(frame["file_path"]).with_suffix(".png"))
-        done[frame["file_path"]] = {"gain": gain.tolist()}
-        Image.fromarray(np.clip(np.round(photo * gain), 0, 255).astype(np.uint8)).save(dst / frame["file_path"])
+        gains[i] = 2.0 ** gen.uniform(-stops, stops) * gen.uniform(1 - white_balance, 1 + white_balance, size=3)
+    common = np.exp(np.mean(np.log(list(gains.values())), axis=0))
+    done = {}
+    for i, gain in gains.items():
+        gain = gain / common
+        photo = np.asarray(Image.open(src / frames[i]["file_path"]).convert("RGB"), dtype=np.float64)
+        frames[i]["file_path"] = str(Path(frames[i]["file_path"]).with_suffix(".png"))
+        done[frames[i]["file_path"]] = {"gain": gain.tolist()}
+        stored = np.clip(np.round(photo * gain), 0, 255)
+        if undone:
+            stored = np.clip(np.round(stored / gain), 0, 255)
+        Image.fromarray(stored.astype(np.uint8)).save(dst / frames[i]["file_path"])
     (dst / "transforms.json").write_text(json.dumps({**meta, "frames": frames}, indent=1))
     (dst / "perturbations.json").write_text(json.dumps(done, indent=1))
     return dst

@@ -27,16 +27,20 @@ def test_pose_optimisation_moves_moved_cameras_back(tmp_path):
 def test_bilateral_grid_learns_each_photos_exposure_and_white_balance(tmp_path):
     """Training photos each with their own exposure (up to half a stop either way) and white balance
     (each channel up to 15% more or less): with the grid, each photo's correction follows the change
-    made to it, and the test photos score higher than without it."""
+    made to it, the grids' mean stays the identity (the look common to all photos is the Gaussians'),
+    and the test photos score higher than without it."""
     data = perturbed_scene(tmp_path / "scene", stops=0.5, white_balance=0.15)
     half_size = {"pipeline__model__resolution_schedule": 10**6}  # the preset's first 1000 steps' size throughout
     off = trained(data, tmp_path / "off", 1500, **half_size)
     on = trained(data, tmp_path / "on", 1500, pipeline__model__use_bilateral_grid=True, **half_size)
     learned, made = grid_gains(on, data)
     correlation = float(torch.corrcoef(torch.stack([learned.log().flatten(), made.log().flatten()]))[0, 1])
+    common = learned.mean(0)  # what the photos' grids do to grey, on average
     gain = held_out_psnr(on) - held_out_psnr(off)
-    print(f"grid gains against the photos': correlation {correlation:.3f}; test PSNR +{gain:.2f} dB")
-    # measured (1500 steps at half size): correlation 0.966, +0.90 dB; 3000 steps at full size: 0.968,
-    # +2.23 dB (benchmarks/photo_corrections.py)
+    print(f"grid gains against the photos': correlation {correlation:.3f}, mean {common.tolist()}; +{gain:.2f} dB")
+    # measured (1500 steps at half size): correlation 0.964, on average 1.000, +0.74 dB; free grids
+    # (splatfacto's): 0.997 / 0.994 / 0.992 on average, -0.22 dB. At 3000 steps at full size the grid
+    # gains 3.83 of the 6.78 dB that undoing each change exactly gains (benchmarks/photo_corrections.py)
     assert correlation > 0.8
+    assert (common - 1).abs().max() < 1e-3
     assert gain > 0.4
