@@ -121,6 +121,43 @@ def test_compiled_dssim_matches_pytorch_msssim_in_float64(case):
 
 
 
+def zero_padded_dssim(pred, gt, size=11, sigma=1.5):
+    """1 - SSIM as 3DGS computes it: one 2D Gaussian window, conv2d padded with zeros, every pixel."""
+    offsets = torch.arange(size, dtype=pred.dtype) - size // 2
+    line = torch.exp(-(offsets**2) / (2 * sigma**2))
+    line = line / line.sum()
+    window = (line[:, None] * line[None, :]).expand(3, 1, size, size)
+    a, b = pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None]
+
+    def blur(x):
+        return torch.nn.functional.conv2d(x, window, padding=size // 2, groups=3)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return 1 - ssim_map.mean()
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "pytorch-msssim"])
+def test_dssim_with_zero_borders_is_3dgs_dssim(implementation):
+    """`--pipeline.model.loss.dssim.borders zeros`: value and gradient against 3DGS's formula (a 2D
+    window, conv2d's zero padding) in float64, through either implementation."""
+    pred, gt = photo_pair()
+    reference = pred.clone().requires_grad_()
+    expected = zero_padded_dssim(reference, gt)
+    expected.backward()
+    dtype = torch.float32 if implementation == "compiled" else torch.float64
+    ours = pred.to(dtype).requires_grad_()
+    value = DSSIM(borders="zeros", implementation=implementation)(image_inputs(ours, gt.to(dtype)))
+    value.backward()
+    valid = DSSIM(implementation=implementation)(image_inputs(pred.to(dtype), gt.to(dtype))).item()
+    assert abs(expected.item() - valid) > 1e-3  # the borders count
+    assert value.item() == pytest.approx(expected.item(), abs=3e-5)
+    error = (ours.grad.double() - reference.grad).abs().max() / reference.grad.abs().max()
+    assert error < 2e-4, f"gradient: relative error {error:.3g}"
+
+
 def test_dssim_of_an_image_narrower_than_its_window_is_pytorch_msssims():
     """A small scene's first steps at a quarter of its size give images narrower than the 11-pixel
     window: the default DSSIM then takes pytorch-msssim's (which smooths along the other axis only)

@@ -42,6 +42,9 @@ class DSSIM(LossTerm):
 
     window_size: int = 11
     window_sigma: float = 1.5
+    borders: Literal["valid", "zeros"] = "valid"
+    """valid: windows inside the image only (pytorch-msssim's); zeros: a window at every pixel, the image
+    padded with zeros (3DGS's conv2d)."""
     implementation: Literal["pytorch-msssim", "compiled"] = "compiled"
     """The same SSIM and gradient compiled (core/kernels/ssim.cpp) for float32 CPU images, pytorch-msssim's
     convolutions for others (CUDA, float64) or when asked: a lego step at 800x800 231 -> 174 ms on 2
@@ -51,6 +54,9 @@ class DSSIM(LossTerm):
         pred, gt = inputs.pred, inputs.gt
         if inputs.mask is not None:
             pred, gt = pred * inputs.mask, gt * inputs.mask
+        if self.borders == "zeros":
+            half = self.window_size // 2
+            pred, gt = (torch.nn.functional.pad(image, (0, 0, half, half, half, half)) for image in (pred, gt))
         # the window in the images' dtype: pytorch-msssim's own is float32 (1e-5 off in float64)
         offsets = torch.arange(self.window_size, dtype=pred.dtype, device=pred.device) - self.window_size // 2
         window = torch.exp(-(offsets**2) / (2 * self.window_sigma**2))
