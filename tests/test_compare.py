@@ -125,14 +125,24 @@ class Page:
         box.fill(str(value))
         box.press("Enter")
 
-    def picture(self, path: Path, settle: float = 4) -> np.ndarray:
-        """The 3D view's pixels (the panel sits beside it), once the full-resolution frame is in."""
+    def picture(self, path: Path, settle: float = 4, timeout: float = 120) -> np.ndarray:
+        """The 3D view's pixels (the panel sits beside it), once the full-resolution frame is in: after
+        `settle` seconds, the first of two screenshots a second apart that agree (a slow machine, or
+        one under load, may still be drawing the low-resolution frame viser shows first)."""
         time.sleep(settle)
-        self.page.screenshot(path=str(path))
-        # the 3D view's canvas is the one beside the panel (the other spans the whole page)
-        box = min((c.bounding_box() for c in self.page.locator("canvas").all()), key=lambda b: b["width"])
-        image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-        return image[int(box["y"]) : int(box["y"] + box["height"]), int(box["x"]) : int(box["x"] + box["width"])]
+        previous, deadline = None, time.monotonic() + timeout
+        while True:
+            self.page.screenshot(path=str(path))
+            # the 3D view's canvas is the one beside the panel (the other spans the whole page)
+            box = min((c.bounding_box() for c in self.page.locator("canvas").all()), key=lambda b: b["width"])
+            image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+            view = image[int(box["y"]) : int(box["y"] + box["height"]), int(box["x"]) : int(box["x"] + box["width"])]
+            if previous is not None and previous.shape == view.shape and np.abs(view - previous).mean() < 0.5:
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the 3D view kept changing for {timeout:.0f} s: {path}")
+            previous = view
+            time.sleep(1)
 
     def close(self) -> None:
         self.browser.close()
