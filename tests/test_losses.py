@@ -120,7 +120,6 @@ def test_compiled_dssim_matches_pytorch_msssim_in_float64(case):
     assert compiled_term(image_inputs(same, gt.float())).item() == pytest.approx(0, abs=1e-6)
 
 
-
 def zero_padded_dssim(pred, gt, size=11, sigma=1.5):
     """1 - SSIM as 3DGS computes it: one 2D Gaussian window, conv2d padded with zeros, every pixel."""
     offsets = torch.arange(size, dtype=pred.dtype) - size // 2
