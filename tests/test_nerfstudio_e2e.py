@@ -42,6 +42,29 @@ def test_entry_point_is_discovered(tmp_path):
     assert "Gaussian Splatting on CPU" in out and "--pipeline.model.max-gaussians" in out
 
 
+def test_nerfstudio_starts_without_inspecting_the_stack_and_still_offers_external_methods(tmp_path):
+    """tinysplat_ns/nerfstudio_startup.py: the import every Nerfstudio command runs calls no
+    inspect.stack() (Nerfstudio's own check calls it once per external method it lists, 26 times);
+    picking an external method that is not installed still offers to install it, and "n" installs nothing."""
+    counting = (
+        "import inspect; calls = []; stack = inspect.stack\n"
+        # the caller's frames, as inspect.stack gives them (without this lambda's)
+        "inspect.stack = lambda context=1: calls.append(1) or stack(context)[1:]\n"
+        "import nerfstudio.configs.method_configs as m\n"
+        "assert 'zipnerf' in m.all_methods and 'tinysplat' in m.all_methods\n"
+        "print('inspect.stack calls:', len(calls))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", counting], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "inspect.stack calls: 0", result.stdout
+
+    offer = subprocess.run([str(BIN / "ns-train"), "zipnerf"], input="n\n", capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)  # fmt: skip
+    assert offer.returncode == 0, offer.stderr[-3000:]
+    assert "To enable Zip-NeRF, you must install it first" in offer.stdout
+    assert "Would you like to run the install it now?" in offer.stdout
+
+
 def test_checkpoint_loads_with_torch_default_weights_only(run):
     _, _, config = run
     checkpoint = sorted((config.parent / "nerfstudio_models").glob("*.ckpt"))[-1]

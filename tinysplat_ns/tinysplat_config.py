@@ -18,14 +18,16 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from tinysplat_ns import nerfstudio_startup
 from tinysplat_ns.data import CheckedDatamanagerConfig
 from tinysplat_ns.openmp import restart_ns_train_spinning_briefly
 from tinysplat_ns.schedulers import FloatExponentialDecaySchedulerConfig
 from tinysplat_ns.tinysplat_model import TinySplatModelConfig
 from tinysplat_ns.trainer import TinySplatTrainerConfig
 
-# ns-train loads this module (its method discovery) before it parses the command line or trains
+# Nerfstudio loads this module (its method discovery) before it parses the command line or trains
 restart_ns_train_spinning_briefly()
+nerfstudio_startup.skip_stack_inspection()
 
 
 @dataclasses.dataclass
