@@ -110,21 +110,36 @@ def test_depth_normals_of_a_tilted_plane():
     assert (world[:, :11] == 0).all() and (world[0] == 0).all() and (world[:, -1] == 0).all()
 
 
+# Nerfstudio's ray-sampling verbs on a TinySplat run: (its flags, the file it names, the size flags
+# added to the command it names, to keep the exports small)
+NS_EXPORT_VERBS = {
+    "pointcloud": (["--num-points", "30000"], "point_cloud.ply", []),
+    "tsdf": ([], "tsdf_mesh.ply", ["--resolution", "96"]),
+    "poisson": (["--num-points", "30000"], "poisson_mesh.ply", ["--poisson-depth", "7"]),
+}
+
+
 @pytest.fixture(scope="module")
 def exports(trained, tmp_path_factory):
-    """The real scene's short run exported each way (small settings)."""
+    """The real scene's short run exported each way, by the tinysplat-export command that each of
+    Nerfstudio's ray-sampling verbs names when it refuses (run with small sizes added): the config,
+    the files, each verb's refusal."""
     work, config = trained
     out = tmp_path_factory.mktemp("surfaces")
-    files = {"points": out / "points.ply", "tsdf": out / "tsdf.ply", "poisson": out / "poisson.ply"}
-    export(config, files["points"], "--points", "--num-points", "30000")
-    export(config, files["tsdf"], "--mesh", "tsdf", "--resolution", "96")
-    export(config, files["poisson"], "--mesh", "poisson", "--num-points", "30000", "--poisson-depth", "7")
-    return config, files
+    files, refusals = {}, {}
+    for verb, (flags, name, sizes) in NS_EXPORT_VERBS.items():
+        refusals[verb] = run_command(
+            ["ns-export", verb, "--load-config", config, "--output-dir", out / verb, *flags], work, check=False
+        )
+        command = shlex.split(refusals[verb].stderr.strip().splitlines()[-1].split("the same file: ")[1])
+        run_command(command + sizes, work)
+        files[verb] = out / verb / name
+    return config, files, refusals
 
 
 def test_each_export_of_the_real_scene_read_back(exports):
-    config, files = exports
-    points = PlyData.read(str(files["points"]))["vertex"].data
+    config, files, _ = exports
+    points = PlyData.read(str(files["pointcloud"]))["vertex"].data
     assert 25_000 < len(points) <= 30_000
     xyz = np.stack([points["x"], points["y"], points["z"]], axis=1)
     for kind in ("tsdf", "poisson"):
@@ -140,8 +155,8 @@ def test_each_export_of_the_real_scene_read_back(exports):
 
 
 def test_crop_and_data_frame(exports, tmp_path):
-    config, files = exports
-    run_frame = PlyData.read(str(files["points"]))["vertex"].data
+    config, files, _ = exports
+    run_frame = PlyData.read(str(files["pointcloud"]))["vertex"].data
     everywhere = np.stack([run_frame[c] for c in "xyz"], axis=1)
     low, high = np.quantile(everywhere, 0.25, axis=0), np.quantile(everywhere, 0.75, axis=0)
     corners = ["--crop-min", *map(str, low), "--crop-max", *map(str, high)]
@@ -160,7 +175,7 @@ def test_crop_and_data_frame(exports, tmp_path):
 
 
 def test_mistakes_get_one_line(exports, tmp_path):
-    config, _ = exports
+    config, _, _ = exports
     far = ["--crop-min", "50", "50", "50", "--crop-max", "51", "51", "51"]
     for flags in (["--points", *far], ["--mesh", "poisson", *far]):
         result = export(config, tmp_path / "empty.ply", *flags, check=False)
@@ -181,26 +196,30 @@ def test_mistakes_get_one_line(exports, tmp_path):
     assert wrong.returncode != 0 and "a tsdf file ends in .ply or .obj or .glb" in wrong.stderr
 
 
-@pytest.mark.parametrize(
-    "verb, flags, file",
-    [
-        ("pointcloud", ["--num-points", "5000"], "point_cloud.ply"),
-        ("pointcloud", ["--normal-method", "open3d"], None),  # (it asks the datamanager, not the model, first)
-        ("tsdf", [], "tsdf_mesh.ply"),
-        ("poisson", ["--num-points", "5000"], "poisson_mesh.ply"),
-    ],
-)
-def test_ns_export_verbs_name_the_command_that_works(trained, tmp_path, verb, flags, file):
-    work, config = trained
-    result = run_command(["ns-export", verb, "--load-config", config, "--output-dir", tmp_path, *flags], work, check=False)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
+def assert_names_the_command_that_works(refusal, verb: str, flags: list) -> None:
+    assert refusal.returncode != 0 and "Traceback" not in refusal.stderr
+    line = refusal.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: ns-export {verb} ") and "tinysplat-export" in line
     command = shlex.split(line.split("the same file: ")[1])
     assert command[0] == "tinysplat-export" and (flags[:1] != ["--num-points"] or command[-2:] == flags)
-    if file is not None:
-        run_command(command, work)  # the named command works, and writes where ns-export would have
-        assert len(PlyData.read(str(tmp_path / file))["vertex"].data) > 1000
+
+
+@pytest.mark.parametrize("verb", NS_EXPORT_VERBS)
+def test_ns_export_verbs_name_the_command_that_works(exports, verb):
+    """The command each verb names wrote the file where ns-export would have (`exports` ran it)."""
+    _, files, refusals = exports
+    flags, name, _ = NS_EXPORT_VERBS[verb]
+    assert_names_the_command_that_works(refusals[verb], verb, flags)
+    assert files[verb].name == name and len(PlyData.read(str(files[verb]))["vertex"].data) > 1000
+
+
+def test_ns_export_pointcloud_asking_the_datamanager_first(trained, tmp_path):
+    """(--normal-method open3d asks the datamanager, not the model, first.)"""
+    work, config = trained
+    flags = ["--normal-method", "open3d"]
+    refusal = run_command(["ns-export", "pointcloud", "--load-config", config, "--output-dir", tmp_path, *flags], work,
+                          check=False)  # fmt: skip
+    assert_names_the_command_that_works(refusal, "pointcloud", flags)
 
 
 def test_ns_export_cameras(trained, tmp_path):
