@@ -208,9 +208,9 @@ def assert_names_the_command_that_works(refusal, verb: str, flags: list) -> None
 def test_ns_export_verbs_name_the_command_that_works(exports, verb):
     """The command each verb names wrote the file where ns-export would have (`exports` ran it)."""
     _, files, refusals = exports
-    flags, name, _ = NS_EXPORT_VERBS[verb]
+    flags, _, _ = NS_EXPORT_VERBS[verb]
     assert_names_the_command_that_works(refusals[verb], verb, flags)
-    assert files[verb].name == name and len(PlyData.read(str(files[verb]))["vertex"].data) > 1000
+    assert len(PlyData.read(str(files[verb]))["vertex"].data) > 1000
 
 
 def test_ns_export_pointcloud_asking_the_datamanager_first(trained, tmp_path):

@@ -4,7 +4,7 @@ Every Nerfstudio command (ns-train, ns-eval, ns-export, ns-render, ns-viewer, ti
 imports `nerfstudio.configs.method_configs`, which builds a placeholder config for each of the 26
 external methods it lists. Each placeholder's `__post_init__` calls `inspect.stack()` only to read
 its caller's name; that reads the source file of every frame on the stack, scanning all loaded
-modules (thousands, once torch is in) for each: 6-7 s of a 13-16 s import on a 2-core Zen 3
+modules (thousands, once torch is in) for each: 3-7 s of a 13-16 s import on a 2-core Zen 3
 (`benchmarks/startup.py`, docs/benchmarks.md). The frame itself says the same name at once.
 
 Nerfstudio loads TinySplat's entry point (its method discovery) just before it builds them.
