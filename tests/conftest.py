@@ -8,12 +8,19 @@ from pathlib import Path
 import pytest
 from processes import adopt_orphans, survivors
 
+from tinysplat_ns.openmp import spin_briefly
+
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 # a process still ending this long after its test finished is a survivor
 SURVIVOR_GRACE_S = 5
 
 # the processes the tests' commands start stay below this one, even once their parent is gone
 adopt_orphans()
+
+# The commands start with the spin count TinySplat sets already in their environment, so that
+# `ns-train tinysplat...` does not start itself over: about 8 s a start on a 2-core Zen 3. The suite's
+# shared run (`trained`) and test_openmp.py start as a user's do.
+spin_briefly()
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +54,7 @@ def trained(tmp_path_factory):
     into it): 300 steps, with the SH degree raised every 10 steps, so that every band has been trained
     (non-zero). (its folder, its config.yml)"""
     from scene import scene_dir
-    from training import TRAINED_STEPS, run_command
+    from training import TRAINED_STEPS, as_a_users, run_command
 
     work = tmp_path_factory.mktemp("export")
     run_command(
@@ -57,5 +64,6 @@ def trained(tmp_path_factory):
             "--pipeline.model.sh-degree-interval", 10,
         ],
         work,
+        env=as_a_users(),
     )  # fmt: skip
     return work, next((work / "outputs").rglob("config.yml"))

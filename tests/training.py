@@ -3,6 +3,7 @@ model between steps (the loop of Trainer.train() without its logging, evaluation
 whole runs through `ns-train`, as a user starts them."""
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,11 +63,16 @@ def ns_train(method: str, out: Path, *extra: str, data: Path = None, offline_lpi
     return next(out.rglob("config.yml"))
 
 
-def run_command(cmd, cwd, check=True) -> subprocess.CompletedProcess:
+def as_a_users() -> dict:
+    """The environment without the spin count conftest.py sets: `ns-train tinysplat...` sets it itself."""
+    return {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+
+
+def run_command(cmd, cwd, check=True, env=None) -> subprocess.CompletedProcess:
     """A console script of this environment (ns-train, tinysplat-export, ...) run to its end."""
     result = subprocess.run(
         [str(Path(sys.executable).parent / cmd[0]), *map(str, cmd[1:])],
-        cwd=cwd, capture_output=True, text=True, timeout=900,
+        cwd=cwd, capture_output=True, text=True, timeout=900, env=env,
     )  # fmt: skip
     if check:
         assert result.returncode == 0, f"{cmd[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
