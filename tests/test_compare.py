@@ -352,6 +352,7 @@ def test_splat_files_score_as_the_run_they_came_from(runs, tmp_path):
     from training import run_command
 
     from tinysplat_ns.compare.frames import reference_of_run
+    from tinysplat_ns.compare.inputs import read_splat_file
     from tinysplat_ns.compare.runs import load_runs
     from tinysplat_ns.compare.scoring import image_metrics, test_views
     from tinysplat_ns.compare.splats import load_splat
@@ -378,7 +379,7 @@ def test_splat_files_score_as_the_run_they_came_from(runs, tmp_path):
     views = test_views(reference.datamanager, reference.background)
     expected = ns_eval(a, tmp_path)["psnr"]
     for path, frame, allowed in files:
-        side = load_splat(path, frame, reference, torch.device("cpu"))
+        side = load_splat(read_splat_file(path), frame, reference, torch.device("cpu"))
         psnr = np.mean([image_metrics(side.render(view.camera), view.photo)["psnr"] for view in views])
         print(f"{path.name} ({frame} frame): {psnr:.3f} dB, ns-eval of the run {expected:.3f}")
         assert abs(psnr - expected) < allowed, (path.name, psnr, expected)

@@ -62,6 +62,23 @@ def latest_checkpoint(config_path: Path, config: Dict[str, Any]) -> Path:
     sys.exit(f"error: {folders[0]}: no checkpoint (step-*.ckpt); train the run first or pass its own config.yml")
 
 
+def check_run(config_path: Path) -> Tuple[Dict[str, Any], Path]:
+    """A run's config.yml (as plain data) and latest checkpoint, with one-line errors for what a user
+    can get wrong (no such file, not a run, no checkpoint, its dataset moved), before anything as slow
+    as Nerfstudio loads it."""
+    if not Path(config_path).is_file():
+        sys.exit(f"error: {config_path}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
+    config = read_config(config_path)
+    checkpoint = latest_checkpoint(config_path, config)
+    data = config["pipeline"].get("datamanager", {}).get("data") or config.get("data")
+    if data is not None and not Path(data).exists():
+        sys.exit(
+            f"error: {config_path}: its dataset {data} is not there; run from the folder ns-train ran in "
+            "(the path is relative to it) or restore the data"
+        )
+    return config, checkpoint
+
+
 def numpy_scalars_allowed():
     """A context in which `torch.load(weights_only=True)` accepts numpy scalars: Nerfstudio's
     schedulers leave numpy floats in the optimizer state of other methods' checkpoints."""

@@ -11,11 +11,11 @@ import torch
 import viser
 import viser.transforms as vtf
 
+from tinysplat_ns.compare.inputs import MAX_RESOLUTION, MIN_RESOLUTION
 from tinysplat_ns.compare.picture import LETTERBOX_RGB, enlarged, fit_size, label, letterbox, split
 from tinysplat_ns.compare.scoring import image_metrics
 
 PHOTO = "Test photo"
-MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096
 
 
 class ComparePage:

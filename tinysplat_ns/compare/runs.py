@@ -19,7 +19,7 @@ from torch import Tensor
 from tinysplat_ns.compare.frames import dataset_transform
 from tinysplat_ns.compare.scoring import test_names
 from tinysplat_ns.core.frames import Similarity, compose, inverse, transform_cameras
-from tinysplat_ns.run_files import latest_checkpoint, numpy_scalars_allowed, read_config
+from tinysplat_ns.run_files import check_run, numpy_scalars_allowed
 from tinysplat_ns.tinysplat_model import lpips_weights_path
 
 
@@ -83,24 +83,14 @@ def load_run(config_path: Path) -> Tuple[Pipeline, str, int]:
     """Nerfstudio's `eval_setup` on a run, with one-line errors for what a user can get wrong, the
     checkpoint found beside config.yml wherever the run folder now is, and other methods'
     checkpoints (numpy floats in their optimizer state) accepted."""
-    if not config_path.is_file():
-        sys.exit(f"error: {config_path}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
-    plain = read_config(config_path)
+    plain, checkpoint = check_run(config_path)
     method = plain.get("method_name")
 
     from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.utils.eval_utils import eval_setup
 
     if method not in all_methods:
         sys.exit(f"error: {config_path}: method {method!r} is not installed here; install the package that provides it")
-    checkpoint = latest_checkpoint(config_path, plain)
-    data = plain["pipeline"].get("datamanager", {}).get("data") or plain.get("data")
-    if data is not None and not Path(data).exists():
-        sys.exit(
-            f"error: {config_path}: its dataset {data} is not there; run from the folder ns-train ran in "
-            "(the path is relative to it) or restore the data"
-        )
-
-    from nerfstudio.utils.eval_utils import eval_setup
 
     def checkpoints_beside_config(config):
         config.relative_model_dir = checkpoint.parent.resolve()  # absolute: used as is

@@ -8,13 +8,14 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from tinysplat_ns.compare.frames import SplatFrame, reference_of_dataset, reference_of_file, reference_of_run
+from tinysplat_ns.compare.inputs import SplatFile
 from tinysplat_ns.compare.runs import load_runs
 from tinysplat_ns.compare.scoring import TestView, dataset_warnings, test_views
 from tinysplat_ns.compare.splats import SplatSide, load_splat
 
 
 def load_sides(
-    configs: Sequence[Path], splats: Sequence[Path], data: Optional[Path], frame: SplatFrame
+    configs: Sequence[Path], splats: Sequence[SplatFile], data: Optional[Path], frame: SplatFrame
 ) -> Tuple[list, List[TestView], List[str]]:
     reference = reference_of_dataset(data) if data is not None else None
     runs = load_runs(configs, None if reference is None else reference.from_dataset)
@@ -24,7 +25,7 @@ def load_sides(
     if reference is None:
         reference = reference_of_run(runs[0]) if runs else reference_of_file()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    files = [load_splat(path, frame, reference, device) for path in splats]
+    files = [load_splat(file, frame, reference, device) for file in splats]
     for side in files:
         side.name = f"{next(letters)}: {side.title}"
     views = test_views(reference.datamanager, reference.background) if reference.datamanager is not None else []

@@ -2,7 +2,6 @@
 SuperSplat's compressed .ply, .spz, SOG): read by TinySplat's readers and drawn by its rasterizer
 (gsplat's kernels on CUDA, the compiled CPU one elsewhere), over the reference's background."""
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,9 @@ from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
 from tinysplat_ns.compare.frames import Reference, SplatFrame, placed
-from tinysplat_ns.core.ply import Gaussians, SplatFileError, sh_degree_of
+from tinysplat_ns.compare.inputs import SplatFile
+from tinysplat_ns.core.ply import Gaussians, sh_degree_of
 from tinysplat_ns.core.rasterization import rasterization
-from tinysplat_ns.core.splat_files import format_read, read_splats
 
 
 @dataclass
@@ -55,18 +54,7 @@ class SplatSide:
         return rgb
 
 
-def load_splat(path: Path, frame: SplatFrame, reference: Reference, device: torch.device) -> SplatSide:
-    """The file's Gaussians, placed in the reference's coordinates; a one-line error for a file that
-    is no splat or is damaged."""
-    try:
-        gaussians = read_splats(path)
-    except SplatFileError as e:
-        sys.exit(f"error: --load-splat {e}")
-    except OSError as e:
-        sys.exit(f"error: --load-splat {path}: {e.strerror or e}")
-    if len(gaussians["means"]) == 0:
-        sys.exit(f"error: --load-splat {path}: holds no Gaussians")
-    fmt = format_read(path)
-    fmt = {"compressed-ply": "compressed .ply", "sog": "SOG"}.get(fmt, f".{fmt}")
-    moved = {k: v.float().to(device) for k, v in placed(gaussians, frame, reference).items()}
-    return SplatSide(path, fmt, moved, reference.background, device)
+def load_splat(file: SplatFile, frame: SplatFrame, reference: Reference, device: torch.device) -> SplatSide:
+    """The file's Gaussians, placed in the reference's coordinates."""
+    moved = {k: v.float().to(device) for k, v in placed(file.gaussians, frame, reference).items()}
+    return SplatSide(file.path, file.file_format, moved, reference.background, device)

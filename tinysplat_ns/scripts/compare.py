@@ -15,7 +15,7 @@ import tyro
 from typing_extensions import Annotated
 
 from tinysplat_ns.child_processes import stop_children, stop_children_at_exit
-from tinysplat_ns.compare.page import MAX_RESOLUTION, MIN_RESOLUTION, ComparePage
+from tinysplat_ns.compare.inputs import check_arguments, checked_inputs
 
 
 @dataclass
@@ -40,22 +40,17 @@ class Compare:
     """Long side of the rendered picture when the camera rests (it can be changed in the page)."""
 
     def main(self) -> None:
-        count = len(self.load_config) + len(self.load_splat)
-        if not (count == 2 or (count == 1 and self.load_splat)):
-            sys.exit(
-                f"error: got {count} sides; pass two (--load-config RUN/config.yml or --load-splat FILE, "
-                "twice or one of each) or one --load-splat FILE"
-            )
-        if not MIN_RESOLUTION <= self.max_resolution <= MAX_RESOLUTION:
-            sys.exit(f"error: --max-resolution must be {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {self.max_resolution}")
+        check_arguments(self.load_config, self.load_splat, self.max_resolution)
         stop = threading.Event()
-        # a Ctrl-C while Nerfstudio loads the runs stops in one line, not a traceback
+        # a Ctrl-C while the files are read or Nerfstudio loads the runs stops in one line, not a traceback
         signal.signal(signal.SIGINT, _stop_now)
         signal.signal(signal.SIGTERM, _stop_now)
+        splat_files = checked_inputs(self.load_config, self.load_splat, self.data)
 
+        from tinysplat_ns.compare.page import ComparePage
         from tinysplat_ns.compare.sides import load_sides
 
-        sides, views, warnings = load_sides(self.load_config, self.load_splat, self.data, self.splat_frame)
+        sides, views, warnings = load_sides(self.load_config, splat_files, self.data, self.splat_frame)
         for warning in warnings:
             print(f"warning: {warning}", flush=True)
 

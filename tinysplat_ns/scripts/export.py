@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
-import torch
 import tyro
 from typing_extensions import Annotated
 
@@ -115,7 +114,7 @@ class ExportSplats:
     def export_surface(self) -> None:
         from tinysplat_ns import meshing
         from tinysplat_ns.core.frames import inverse
-        from tinysplat_ns.run_files import dataparser_transform, read_config
+        from tinysplat_ns.run_files import check_run, dataparser_transform
 
         kind = "points" if self.points else self.mesh
         suffixes = (".ply", ".pcd") if self.points else (".ply", ".obj", ".glb")
@@ -126,9 +125,7 @@ class ExportSplats:
         for name, value in (("num-points", self.num_points), ("resolution", self.resolution), ("downscale", self.downscale)):
             if value is not None and value <= 0:
                 sys.exit(f"error: --{name} must be above 0, got {value}")
-        if not self.load_config.is_file():
-            sys.exit(f"error: {self.load_config}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
-        method = read_config(self.load_config).get("method_name")
+        method = check_run(self.load_config)[0].get("method_name")
         if not str(method).startswith("tinysplat"):
             sys.exit(
                 f"error: {self.load_config}: a {method} run; --points and --mesh render TinySplat runs "
