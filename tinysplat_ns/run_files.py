@@ -34,6 +34,8 @@ _PlainLoader.add_multi_constructor("tag:yaml.org,2002:python/", _construct_pytho
 
 
 def read_config(config_path: Path) -> Dict[str, Any]:
+    if not Path(config_path).is_file():
+        sys.exit(f"error: {config_path}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
     try:
         config = yaml.load(Path(config_path).read_text(), Loader=_PlainLoader)
     except OSError as e:
@@ -64,10 +66,8 @@ def latest_checkpoint(config_path: Path, config: Dict[str, Any]) -> Path:
 
 def check_run(config_path: Path) -> Tuple[Dict[str, Any], Path]:
     """A run's config.yml (as plain data) and latest checkpoint, with one-line errors for what a user
-    can get wrong (no such file, not a run, no checkpoint, its dataset moved), before anything as slow
-    as Nerfstudio loads it."""
-    if not Path(config_path).is_file():
-        sys.exit(f"error: {config_path}: no such file; pass the config.yml of a run (outputs/.../config.yml)")
+    can get wrong (no checkpoint, its dataset moved, and read_config's), before anything as slow as
+    Nerfstudio loads it."""
     config = read_config(config_path)
     checkpoint = latest_checkpoint(config_path, config)
     data = config["pipeline"].get("datamanager", {}).get("data") or config.get("data")

@@ -114,7 +114,7 @@ class ExportSplats:
     def export_surface(self) -> None:
         from tinysplat_ns import meshing
         from tinysplat_ns.core.frames import inverse
-        from tinysplat_ns.run_files import check_run, dataparser_transform
+        from tinysplat_ns.run_files import dataparser_transform, read_config
 
         kind = "points" if self.points else self.mesh
         suffixes = (".ply", ".pcd") if self.points else (".ply", ".obj", ".glb")
@@ -125,7 +125,7 @@ class ExportSplats:
         for name, value in (("num-points", self.num_points), ("resolution", self.resolution), ("downscale", self.downscale)):
             if value is not None and value <= 0:
                 sys.exit(f"error: --{name} must be above 0, got {value}")
-        method = check_run(self.load_config)[0].get("method_name")
+        method = read_config(self.load_config).get("method_name")
         if not str(method).startswith("tinysplat"):
             sys.exit(
                 f"error: {self.load_config}: a {method} run; --points and --mesh render TinySplat runs "
