@@ -397,7 +397,7 @@ def test_a_splat_file_beside_a_run_and_alone(runs, tmp_path):
     from playwright.sync_api import sync_playwright
     from training import run_command
 
-    from tinysplat_ns.core.ply import read_ply, write_ply
+    from tinysplat_ns.core.ply import write_ply
     from tinysplat_ns.core.splat_files import read_splats
 
     a, _ = runs
@@ -440,8 +440,7 @@ def test_a_splat_file_beside_a_run_and_alone(runs, tmp_path):
     assert_rendered(strips(picture)[0])
 
     far = tmp_path / "far.ply"
-    run_command(["tinysplat-export", "--load-config", a, "--output", tmp_path / "data.ply", "--frame", "data"], tmp_path)
-    gaussians = read_ply(tmp_path / "data.ply")
+    gaussians = read_splats(spz)
     gaussians["means"] = gaussians["means"] + 1000.0
     write_ply(far, gaussians)
     proc, port, log = start_compare([], tmp_path, "--load-splat", str(far), "--data", str(scene_dir()))
