@@ -1,8 +1,9 @@
 """How long a Nerfstudio command takes to start with TinySplat installed: the import every verb runs
 (`nerfstudio.configs.method_configs`, which loads TinySplat through its method discovery), with
 TinySplat's start-up fix (tinysplat_ns/nerfstudio_startup.py) and with Nerfstudio's own
-`inspect.stack()` check left in place; then `ns-train tinysplat-cpu --help`, which also starts itself
-over once to set GOMP_SPINCOUNT (tinysplat_ns/openmp.py), and the same without that restart
+`inspect.stack()` check left in place; then `ns-train tinysplat-cpu --help`; then `ns-train
+tinysplat-cpu` up to its one-line error for a missing --data, which starts itself over once to set
+GOMP_SPINCOUNT (tinysplat_ns/openmp.py; --help does not), and the same without that restart
 (TINYSPLAT_OMP=0). Fresh interpreters, alternated, the median of --rounds each.
 
     .venv/bin/python benchmarks/startup.py [--rounds 3]
@@ -19,19 +20,23 @@ from pathlib import Path
 IMPORT = "import nerfstudio.configs.method_configs"
 # TinySplat's module, imported first with its fix turned into a no-op: Nerfstudio's check runs
 WITHOUT_FIX = "import tinysplat_ns.nerfstudio_startup as s; s.skip_stack_inspection = lambda: None; " + IMPORT
-NS_TRAIN = [str(Path(sys.executable).parent / "ns-train"), "tinysplat-cpu", "--help"]
+NS_TRAIN = [str(Path(sys.executable).parent / "ns-train"), "tinysplat-cpu"]
+NO_DATA = NS_TRAIN + ["--data", "/no/such/scene"]
 
 CASES = {
     "import, TinySplat's start-up": ([sys.executable, "-c", IMPORT], {}),
     "import, Nerfstudio's stack check": ([sys.executable, "-c", WITHOUT_FIX], {}),
-    "ns-train tinysplat-cpu --help": (NS_TRAIN, {}),
-    "  the same, no OpenMP restart": (NS_TRAIN, {"TINYSPLAT_OMP": "0"}),
+    "ns-train tinysplat-cpu --help": (NS_TRAIN + ["--help"], {}),
+    "ns-train tinysplat-cpu, no --data": (NO_DATA, {}),
+    "  the same, no OpenMP restart": (NO_DATA, {"TINYSPLAT_OMP": "0"}),
 }
 
 
 def seconds(command: list, env: dict) -> float:
     start = time.perf_counter()
-    subprocess.run(command, env={**os.environ, **env}, check=True, capture_output=True)
+    done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
+    if done.returncode != (1 if command[-1] == NO_DATA[-1] else 0):
+        sys.exit(f"error: {' '.join(command)} ended with {done.returncode}: {done.stderr[-500:]}")
     return time.perf_counter() - start
 
 

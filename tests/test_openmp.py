@@ -14,12 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # Stands in for ns-train: torch loaded, then the plugin's check, as ns-train's method discovery runs it.
 AS_NS_TRAIN = (
     "import os, sys, torch\n"
-    "sys.argv = [os.path.join(os.path.dirname(sys.executable), 'ns-train'), METHOD, '--data', 'x']\n"
+    "sys.argv = [os.path.join(os.path.dirname(sys.executable), 'ns-train'), METHOD, '--data', 'x', *EXTRA]\n"
     "print('started with', os.environ.get('GOMP_SPINCOUNT'), flush=True)\n"
     "from tinysplat_ns.openmp import restart_ns_train_spinning_briefly\n"
     "restart_ns_train_spinning_briefly()\n"
     "print('went on in', os.getpid())\n"
 )
+
+
+def as_ns_train(method: str, *extra: str) -> str:
+    return AS_NS_TRAIN.replace("METHOD", repr(method)).replace("EXTRA", repr(extra))
 
 
 def run_python(code: str, **env_changes):
@@ -31,22 +35,24 @@ def run_python(code: str, **env_changes):
 
 
 def test_ns_train_of_ours_starts_over_once_with_short_spinning():
-    lines = run_python(AS_NS_TRAIN.replace("METHOD", "'tinysplat-cpu'"))
+    lines = run_python(as_ns_train("tinysplat-cpu"))
     assert lines[:2] == ["started with None", "started with 3000"], lines
     assert len(lines) == 3 and lines[2].startswith("went on in"), lines
 
 
 @pytest.mark.parametrize(
-    "method,env,expected",
+    "command,env,expected",
     [
-        ("'nerfacto'", {}, "None"),  # another method's ns-train is not touched
-        ("'tinysplat-cpu'", {"GOMP_SPINCOUNT": "5"}, "5"),  # the user's choice wins
-        ("'tinysplat-cpu'", {"OMP_WAIT_POLICY": "ACTIVE"}, "None"),
-        ("'tinysplat-cpu'", {"TINYSPLAT_OMP": "0"}, "None"),  # opted out
+        (["nerfacto"], {}, "None"),  # another method's ns-train is not touched
+        (["tinysplat-cpu"], {"GOMP_SPINCOUNT": "5"}, "5"),  # the user's choice wins
+        (["tinysplat-cpu"], {"OMP_WAIT_POLICY": "ACTIVE"}, "None"),
+        (["tinysplat-cpu"], {"TINYSPLAT_OMP": "0"}, "None"),  # opted out
+        (["tinysplat-cpu", "--help"], {}, "None"),  # nothing trains
+        (["tinysplat-cpu", "nerfstudio-data", "-h"], {}, "None"),
     ],
 )
-def test_left_alone(method, env, expected):
-    lines = run_python(AS_NS_TRAIN.replace("METHOD", method), **env)
+def test_left_alone(command, env, expected):
+    lines = run_python(as_ns_train(*command), **env)
     assert lines[0] == f"started with {expected}" and len(lines) == 2 and lines[1].startswith("went on"), lines
 
 

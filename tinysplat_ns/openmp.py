@@ -10,7 +10,7 @@ speed alone (60 ms a step), and 1.4x with OMP_WAIT_POLICY=PASSIVE, which costs 1
 
 libgomp reads the variable once, when torch loads it: our console scripts set it before they import
 torch; `ns-train` has imported torch before it loads any plugin, so `ns-train tinysplat...` starts
-itself over once with the variable set. A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins;
+itself over once with the variable set (5-8 s on two cores; not for --help, which trains nothing). A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins;
 TINYSPLAT_OMP=0 keeps libgomp's default.
 """
 
@@ -35,6 +35,8 @@ def restart_ns_train_spinning_briefly() -> None:
     process (exec: same PID, nothing started yet), with GOMP_SPINCOUNT set."""
     argv = sys.argv
     if Path(argv[0]).name != "ns-train" or len(argv) < 2 or not argv[1].startswith("tinysplat"):
+        return
+    if {"--help", "-h"} & set(argv):  # nothing to train: the restart would only add its 5-8 s
         return
     if not sys.platform.startswith("linux"):  # libgomp is torch's OpenMP on Linux; elsewhere another one
         return
