@@ -170,14 +170,23 @@ def gaussians_in_checkpoint(config: Path) -> int:
     return state["pipeline"]["_model.gauss_params.means"].shape[0]
 
 
-def ns_eval(config: Path, tmp_path: Path) -> dict:
-    out = tmp_path / f"{config.parent.parent.name}.json"
-    subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(out)], check=True,
-                   capture_output=True, cwd=tmp_path)  # fmt: skip
-    return json.loads(out.read_text())["results"]
+@pytest.fixture(scope="module")
+def ns_eval(tmp_path_factory):
+    """What `ns-eval` scores a run at, each run evaluated once for this file's tests."""
+    folder, results = tmp_path_factory.mktemp("ns_eval"), {}
+
+    def scores(config: Path) -> dict:
+        if config not in results:
+            out = folder / f"{config.parent.parent.name}.json"
+            subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(out)],
+                           check=True, capture_output=True, cwd=folder)  # fmt: skip
+            results[config] = json.loads(out.read_text())["results"]
+        return results[config]
+
+    return scores
 
 
-def test_two_runs_side_by_side_in_the_browser(runs, tmp_path):
+def test_two_runs_side_by_side_in_the_browser(runs, ns_eval, tmp_path):
     from playwright.sync_api import sync_playwright
 
     a, b = runs
@@ -232,7 +241,7 @@ def test_two_runs_side_by_side_in_the_browser(runs, tmp_path):
         assert f"{gaussians_in_checkpoint(config):,} Gaussians" in text
     # scores on the test views: what ns-eval computes for each run, B through its own coordinates
     for config, (count, psnr, ssim) in zip((a, b), scores):
-        reference = ns_eval(config, tmp_path)
+        reference = ns_eval(config)
         assert int(count) == 4
         assert abs(float(psnr) - reference["psnr"]) < 0.02, (psnr, reference)
         assert abs(float(ssim) - reference["ssim"]) < 0.002, (ssim, reference)
@@ -344,7 +353,7 @@ def test_compares_with_another_nerfstudio_method(runs, tmp_path):
     assert backdrop > 30 and np.abs(right - left).mean() > 5, (backdrop, np.abs(right - left).mean())
 
 
-def test_splat_files_score_as_the_run_they_came_from(runs, tmp_path):
+def test_splat_files_score_as_the_run_they_came_from(runs, ns_eval, tmp_path):
     """A's own export in every format TinySplat writes, and splat-transform's conversions of its
     plain .ply, each placed from the dataset's frame (or the run's) and scored on A's test photos as
     the page scores a side: A's ns-eval PSNR, within each format's loss."""
@@ -377,7 +386,7 @@ def test_splat_files_score_as_the_run_they_came_from(runs, tmp_path):
     run.name = "A: tinysplat-cpu"
     reference = reference_of_run(run)
     views = test_views(reference.datamanager, reference.background)
-    expected = ns_eval(a, tmp_path)["psnr"]
+    expected = ns_eval(a)["psnr"]
     for path, frame, allowed in files:
         side = load_splat(read_splat_file(path), frame, reference, torch.device("cpu"))
         psnr = np.mean([image_metrics(side.render(view.camera), view.photo)["psnr"] for view in views])
@@ -389,7 +398,7 @@ def wait_for_log(log: Path, pattern: str, count: int = 1, timeout: float = 240) 
     return wait_for(log.read_text, pattern, count, timeout, "tinysplat-compare's output")
 
 
-def test_a_splat_file_beside_a_run_and_alone(runs, tmp_path):
+def test_a_splat_file_beside_a_run_and_alone(runs, ns_eval, tmp_path):
     """`--load-config A --load-splat FILE`: both scores printed once in, the file's (A's own .spz, in
     the dataset's frame) A's within the format's loss. `--load-splat FILE --data SCENE` alone: a page
     that shows the file, labelled with its name, format and count, beside the test photo, and its score
@@ -409,7 +418,7 @@ def test_a_splat_file_beside_a_run_and_alone(runs, tmp_path):
     finally:
         interrupt(proc, log)
     scores = {letter: float(psnr) for letter, _, psnr, _ in printed}
-    assert abs(scores["A"] - ns_eval(a, tmp_path)["psnr"]) < 0.02 and abs(scores["B"] - scores["A"]) < 0.5, scores
+    assert abs(scores["A"] - ns_eval(a)["psnr"]) < 0.02 and abs(scores["B"] - scores["A"]) < 0.5, scores
 
     proc, port, log = start_compare([], tmp_path, "--load-splat", str(spz), "--data", str(scene_dir()))
     try:
