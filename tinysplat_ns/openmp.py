@@ -10,8 +10,8 @@ speed alone (60 ms a step), and 1.4x with OMP_WAIT_POLICY=PASSIVE, which costs 1
 
 libgomp reads the variable once, when torch loads it: our console scripts set it before they import
 torch; `ns-train` has imported torch before it loads any plugin, so `ns-train tinysplat...` starts
-itself over once with the variable set (5-8 s on two cores; not for --help, which trains nothing). A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins;
-TINYSPLAT_OMP=0 keeps libgomp's default.
+itself over once with the variable set (5-8 s on two cores; not for --help, which trains nothing).
+A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins; TINYSPLAT_OMP=0 keeps libgomp's default.
 """
 
 import os
