@@ -50,6 +50,7 @@ def test_ns_train_of_ours_starts_over_once_with_short_spinning():
         (["tinysplat-cpu", "--help"], {}, "None"),  # nothing trains
         (["tinysplat-cpu", "nerfstudio-data", "-h"], {}, "None"),
     ],
+    ids=["nerfacto", "users-spin-count", "users-wait-policy", "opted-out", "long-help", "short-help"],
 )
 def test_left_alone(command, env, expected):
     lines = run_python(as_ns_train(*command), **env)
