@@ -23,19 +23,20 @@ WITHOUT_FIX = "import tinysplat_ns.nerfstudio_startup as s; s.skip_stack_inspect
 NS_TRAIN = [str(Path(sys.executable).parent / "ns-train"), "tinysplat-cpu"]
 NO_DATA = NS_TRAIN + ["--data", "/no/such/scene"]
 
+# name: (command, environment changes, the exit status it ends with)
 CASES = {
-    "import, TinySplat's start-up": ([sys.executable, "-c", IMPORT], {}),
-    "import, Nerfstudio's stack check": ([sys.executable, "-c", WITHOUT_FIX], {}),
-    "ns-train tinysplat-cpu --help": (NS_TRAIN + ["--help"], {}),
-    "ns-train tinysplat-cpu, no --data": (NO_DATA, {}),
-    "  the same, no OpenMP restart": (NO_DATA, {"TINYSPLAT_OMP": "0"}),
+    "import, TinySplat's start-up": ([sys.executable, "-c", IMPORT], {}, 0),
+    "import, Nerfstudio's stack check": ([sys.executable, "-c", WITHOUT_FIX], {}, 0),
+    "ns-train tinysplat-cpu --help": (NS_TRAIN + ["--help"], {}, 0),
+    "ns-train tinysplat-cpu, no --data": (NO_DATA, {}, 1),
+    "  the same, no OpenMP restart": (NO_DATA, {"TINYSPLAT_OMP": "0"}, 1),
 }
 
 
-def seconds(command: list, env: dict) -> float:
+def seconds(command: list, env: dict, status: int) -> float:
     start = time.perf_counter()
     done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
-    if done.returncode != (1 if command[-1] == NO_DATA[-1] else 0):
+    if done.returncode != status:
         sys.exit(f"error: {' '.join(command)} ended with {done.returncode}: {done.stderr[-500:]}")
     return time.perf_counter() - start
 
@@ -46,8 +47,8 @@ def main():
     args = parser.parse_args()
     times = {name: [] for name in CASES}
     for _ in range(args.rounds):
-        for name, (command, env) in CASES.items():
-            times[name].append(seconds(command, env))
+        for name, case in CASES.items():
+            times[name].append(seconds(*case))
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, median in medians.items():
         print(f"{name:34s} {median:6.2f} s   ({', '.join(f'{t:.2f}' for t in times[name])})")

@@ -1,7 +1,7 @@
 """What a user gives `tinysplat-compare`, checked before Nerfstudio, viser and the runs load (10 s and
 more on two cores), so that a mistake is told in a few seconds: the number of sides and the
-resolution (at once), then each run's files, each splat file (read whole, and handed on) and the
---data folder's layout (torch's import, no more)."""
+resolution (at once), then each run's files, the --data folder's layout and each splat file (read
+whole, and handed on; torch's import, no more)."""
 
 import sys
 from dataclasses import dataclass
@@ -30,16 +30,15 @@ def check_arguments(configs: Sequence[Path], splats: Sequence[Path], max_resolut
 
 
 def checked_inputs(configs: Sequence[Path], splats: Sequence[Path], data: Optional[Path]) -> List[SplatFile]:
-    """Every run's files and the dataset's layout checked, and the splat files read."""
+    """Every run's files and the dataset's layout checked, then the splat files read (the one slow step)."""
     from tinysplat_ns.compare.datasets import layout_of
     from tinysplat_ns.run_files import check_run
 
     for config in configs:
         check_run(config)
-    files = [read_splat_file(path) for path in splats]
     if data is not None:
         layout_of(data)
-    return files
+    return [read_splat_file(path) for path in splats]
 
 
 def read_splat_file(path: Path) -> SplatFile:
