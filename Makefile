@@ -36,7 +36,7 @@ demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh $(SCENE)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q --durations=20 tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 bench: setup
 	$(VENV)/bin/python benchmarks/rasterizer.py

@@ -1,11 +1,13 @@
 """Shared fixtures."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from processes import adopt_orphans, survivors
 
 from tinysplat_ns.openmp import spin_briefly
@@ -52,18 +54,27 @@ def trained(tmp_path_factory):
     """The suite's one finished `ns-train tinysplat-cpu` run on the real scene, which the tests of
     ns-eval, ns-export, ns-render, ns-viewer, tinysplat-export and tinysplat-compare share (none writes
     into it): 300 steps, with the SH degree raised every 10 steps, so that every band has been trained
-    (non-zero). (its folder, its config.yml)"""
+    (non-zero). Under pytest-xdist the first worker to ask trains it, in the folder all workers share,
+    and the others wait for it. (its folder, its config.yml)"""
     from scene import scene_dir
     from training import TRAINED_STEPS, as_a_users, run_command
 
-    work = tmp_path_factory.mktemp("export")
-    run_command(
-        [
-            "ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", work / "outputs",
-            "--max-num-iterations", TRAINED_STEPS, "--vis", "tensorboard", "--steps-per-eval-all-images", 0,
-            "--pipeline.model.sh-degree-interval", 10,
-        ],
-        work,
-        env=as_a_users(),
-    )  # fmt: skip
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the workers' folders lie side by side in this one
+    work = base / "trained"
+    with FileLock(base / "trained.lock"):
+        if not (work / "finished").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            run_command(
+                [
+                    "ns-train", "tinysplat-cpu", "--data", scene_dir(), "--output-dir", work / "outputs",
+                    "--max-num-iterations", TRAINED_STEPS, "--vis", "tensorboard", "--steps-per-eval-all-images", 0,
+                    "--pipeline.model.sh-degree-interval", 10,
+                ],
+                work,
+                env=as_a_users(),
+            )  # fmt: skip
+            (work / "finished").touch()
     return work, next((work / "outputs").rglob("config.yml"))
