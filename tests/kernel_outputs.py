@@ -8,7 +8,7 @@ import torch
 
 
 def kernel_outputs() -> dict:
-    from tinysplat_ns.core.kernels import build, ssim
+    from tinysplat_ns.core.kernels import bilateral_grid, build, ssim
     from tinysplat_ns.core.rasterization import rasterization
 
     assert build.available()
@@ -23,11 +23,13 @@ def kernel_outputs() -> dict:
     rgb, alpha, _ = rasterization(
         means, quats, scales, opacities, sh, torch.eye(4)[None], K, width, height, sh_degree=3, backend="cpp"
     )
+    grid = (torch.eye(4)[:3].reshape(12, 1, 1, 1) + 0.2 * torch.randn(12, 8, 16, 16, generator=gen)).requires_grad_()
+    graded = bilateral_grid.apply(grid, rgb[0])
     target = torch.rand(rgb.shape[1:], generator=gen)
     window = torch.exp(-((torch.arange(11.0) - 5) ** 2) / (2 * 1.5**2))
-    loss = (rgb[0] - target).abs().mean() + ssim.ssim(rgb[0], target, window / window.sum())
-    grads = torch.autograd.grad(loss, [means, quats, scales, opacities, sh])
-    named = zip(("means", "quats", "scales", "opacities", "sh"), grads, strict=True)
+    loss = (graded - target).abs().mean() + ssim.ssim(graded, target, window / window.sum())
+    grads = torch.autograd.grad(loss, [means, quats, scales, opacities, sh, grid])
+    named = zip(("means", "quats", "scales", "opacities", "sh", "grid"), grads, strict=True)
     return {
         "library": build.library(),
         "rgb": rgb.detach(), "alpha": alpha.detach(), "loss": loss.detach(),

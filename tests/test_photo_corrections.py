@@ -3,6 +3,7 @@
 the real scene whose training photos were changed in known ways (tests/perturbed_scene.py), trained
 with and without the correction, scored on the scene's own test photos and poses."""
 
+import pytest
 import torch
 from perturbed_scene import grid_gains, held_out_psnr, perturbed_scene, pose_errors, trained
 
@@ -44,3 +45,53 @@ def test_bilateral_grid_learns_each_photos_exposure_and_white_balance(tmp_path):
     assert correlation > 0.8
     assert (common - 1).abs().max() < 1e-3
     assert gain > 0.4
+
+
+def test_compiled_bilateral_grid_matches_nerfstudios_in_float64():
+    """The grid as training applies it on a CPU (core/kernels/bilateral_grid.cpp, its gradient written by
+    hand) against Nerfstudio's `slice` (F.grid_sample, autograd) in float64: random colour maps in a grid
+    that is not square, an image of another shape, colours beyond [0, 1] too (their grey level clamped at
+    the grid's ends, where grid_sample gives it no gradient)."""
+    from nerfstudio.model_components.lib_bilagrid import BilateralGrid, slice
+
+    from tinysplat_ns.core.kernels import bilateral_grid as compiled
+
+    gen = torch.Generator().manual_seed(0)
+    grids = BilateralGrid(num=3, grid_X=16, grid_Y=12, grid_W=8).double()
+    with torch.no_grad():
+        grids.grids.add_(0.3 * torch.randn(grids.grids.shape, generator=gen, dtype=torch.float64))
+    height, width = 37, 53
+    rgb = torch.rand(height, width, 3, generator=gen, dtype=torch.float64) * 1.4 - 0.2
+    v_out = torch.randn(height, width, 3, generator=gen, dtype=torch.float64)
+    f64 = dict(dtype=torch.float64)
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, height, **f64), torch.linspace(0, 1, width, **f64), indexing="ij")
+    reference_rgb = rgb.clone().requires_grad_()
+    expected = slice(grids, torch.stack([cols, rows], -1)[None], reference_rgb[None], torch.tensor(1))["rgb"][0]
+    (expected * v_out).sum().backward()
+
+    grid, ours_rgb = grids.grids.detach()[1].float().requires_grad_(), rgb.float().requires_grad_()
+    assert compiled.supports(grid, ours_rgb)
+    out = compiled.apply(grid, ours_rgb)
+    (out * v_out.float()).sum().backward()
+    assert (out.double() - expected).abs().max() < 1e-5
+    pairs = (("image", ours_rgb.grad, reference_rgb.grad), ("grid", grid.grad, grids.grids.grad[1]))
+    for name, ours, reference in pairs:
+        error = float((ours.double() - reference).abs().max() / reference.abs().max())
+        assert error < 1e-5, f"{name} gradient: relative error {error:.3g}"
+
+
+def test_grids_total_variation_matches_nerfstudios():
+    """The grids' smoothness term with its gradient in one pass (core/bilateral_grid.py) against
+    Nerfstudio's `total_variation_loss` through autograd, in float64, on grids of unequal sides."""
+    from nerfstudio.model_components.lib_bilagrid import total_variation_loss
+
+    from tinysplat_ns.core.bilateral_grid import total_variation
+
+    grids = torch.randn(5, 12, 4, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    reference, ours = grids.clone().requires_grad_(), grids.clone().requires_grad_()
+    expected = total_variation_loss(reference)
+    value = total_variation(ours)
+    (3 * expected).backward()
+    (3 * value).backward()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.allclose(ours.grad, reference.grad, rtol=1e-12, atol=1e-15)

@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 
 import torch
 
-SOURCES = [Path(__file__).with_name(f"{name}.cpp") for name in ("rasterize", "project", "ssim")]
+SOURCES = [Path(__file__).with_name(f"{name}.cpp") for name in ("rasterize", "project", "ssim", "bilateral_grid")]
 # without errno or floating-point traps to keep, GCC vectorises branch-free scalar loops that take
 # square roots and divisions (the tile plan's rectangles); no result changes. -Wno-psabi: GCC's note
 # that vector arguments' ABI changed in GCC 4.6 (clang takes the flag too)
