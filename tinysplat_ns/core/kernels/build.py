@@ -106,9 +106,12 @@ def _build_and_load() -> bool:
     threads = ["-Wl,-rpath," + str(runtime.parent), str(runtime)] if runtime else []
     # cpp_extension rebuilds it when the source changes
     name = f"tinysplat_cpu_{isa}" + ("" if runtime else "_serial")
-    # one build per torch installation: environments that shared a folder would rebuild it in turn,
-    # each over a library the other has loaded
-    installation = hashlib.sha256(str(Path(torch.__file__).resolve().parent).encode()).hexdigest()[:12]
+    # one build per torch installation as this interpreter reaches it: environments that shared a folder
+    # would rebuild it in turn, each over a library the other has loaded. Not resolved: the build's flags
+    # name torch's folder as reached (its OpenMP runtime, its headers), so a venv that links another's
+    # torch (the GPU kit's test) builds with other flags, and in a shared folder each would rebuild it
+    # for the other, a process of one waiting on the other's build
+    installation = hashlib.sha256(str(Path(torch.__file__).parent).encode()).hexdigest()[:12]
     build_dir = (
         Path.home() / ".cache" / "tinysplat" / "kernels" / f"torch-{torch.__version__}-{installation}"
         / Path(compiler).name / name
