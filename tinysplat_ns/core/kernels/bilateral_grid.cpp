@@ -128,34 +128,32 @@ std::tuple<at::Tensor, at::Tensor> bilateral_grid_backward(const at::Tensor& gri
   // each worker's grid gradient by itself, summed in worker order: the same result for a thread count
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(height, 1));
   std::vector<float> v_grids(workers * cells, 0.0f);
-  tinysplat::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
-    for (int64_t w = first; w < last; ++w) {
-      float* __restrict v_grid = v_grids.data() + w * cells;
-      for (int64_t r = height * w / workers; r < height * (w + 1) / workers; ++r) {
-        for (int64_t col = 0; col < width; ++col) {
-          const int64_t p = (r * width + col) * 3;
-          const float* px = in + p;
-          const Cells c = cells_at(g, gp, r, col, height, width, px);
-          float map[MAP], v_map[MAP];
-          read_map(c, map);
-          for (int k = 0; k < 3; ++k) {
-            for (int m = 0; m < 3; ++m) v_map[4 * k + m] = vo[p + k] * px[m];
-            v_map[4 * k + 3] = vo[p + k];
+  tinysplat::for_each_piece(height, workers, [&](int64_t w, int64_t first_row, int64_t end_row) {
+    float* __restrict v_grid = v_grids.data() + w * cells;
+    for (int64_t r = first_row; r < end_row; ++r) {
+      for (int64_t col = 0; col < width; ++col) {
+        const int64_t p = (r * width + col) * 3;
+        const float* px = in + p;
+        const Cells c = cells_at(g, gp, r, col, height, width, px);
+        float map[MAP], v_map[MAP];
+        read_map(c, map);
+        for (int k = 0; k < 3; ++k) {
+          for (int m = 0; m < 3; ++m) v_map[4 * k + m] = vo[p + k] * px[m];
+          v_map[4 * k + 3] = vo[p + k];
+        }
+        for (int m = 0; m < 3; ++m) vr[p + m] = vo[p] * map[m] + vo[p + 1] * map[4 + m] + vo[p + 2] * map[8 + m];
+        float v_z = 0.0f;  // the loss's derivative in the grey level's cell coordinate
+        for (int k = 0; k < 8; ++k) {
+          float along = 0.0f;
+          for (int q = 0; q < MAP; ++q) {
+            v_grid[c.offset[k] + q] += c.weight[k] * v_map[q];
+            along += c.map[k][q] * v_map[q];
           }
-          for (int m = 0; m < 3; ++m) vr[p + m] = vo[p] * map[m] + vo[p + 1] * map[4 + m] + vo[p + 2] * map[8 + m];
-          float v_z = 0.0f;  // the loss's derivative in the grey level's cell coordinate
-          for (int k = 0; k < 8; ++k) {
-            float along = 0.0f;
-            for (int q = 0; q < MAP; ++q) {
-              v_grid[c.offset[k] + q] += c.weight[k] * v_map[q];
-              along += c.map[k][q] * v_map[q];
-            }
-            v_z += c.d_weight_dz[k] * along;
-          }
-          if (c.z_inside) {
-            const float v_grey = v_z * static_cast<float>(g.L - 1);
-            for (int m = 0; m < 3; ++m) vr[p + m] += v_grey * GREY[m];
-          }
+          v_z += c.d_weight_dz[k] * along;
+        }
+        if (c.z_inside) {
+          const float v_grey = v_z * static_cast<float>(g.L - 1);
+          for (int m = 0; m < 3; ++m) vr[p + m] += v_grey * GREY[m];
         }
       }
     }

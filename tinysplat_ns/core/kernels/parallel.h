@@ -67,4 +67,13 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
   f(begin, end);
 }
 
+// Worker w of `workers` takes items [w n / workers, (w + 1) n / workers): contiguous pieces in order,
+// so what the workers write one after another comes out as one pass in order would write it.
+template <typename Fn>
+void for_each_piece(int64_t n, int64_t workers, const Fn& fn) {
+  parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) fn(w, n * w / workers, n * (w + 1) / workers);
+  });
+}
+
 }  // namespace tinysplat

@@ -375,15 +375,6 @@ struct Uninitialized : std::allocator<T> {
 template <typename T>
 using Scratch = std::vector<T, Uninitialized<T>>;
 
-// Worker w of `workers` takes items [w n / workers, (w + 1) n / workers): contiguous pieces in order,
-// so what the workers write one after another comes out as one pass in order would write it.
-template <typename Fn>
-void for_each_piece(int64_t n, int64_t workers, const Fn& fn) {
-  tinysplat::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) fn(w, n * w / workers, n * (w + 1) / workers);
-  });
-}
-
 // Where each worker's items go in a counting sort by bucket: counts [workers, buckets] in, each
 // worker's first slot per bucket out (bucket by bucket, worker by worker within it: a stable sort);
 // returns the number of items.
@@ -410,14 +401,14 @@ Scratch<uint64_t> drawn_by_depth(const Scratch<int32_t>& rect, const float* dept
   constexpr int DIGIT_BITS = 11, BUCKETS = 1 << DIGIT_BITS;
   const int64_t N = static_cast<int64_t>(rect.size() / 4);
   std::vector<int64_t> slots(workers * BUCKETS);
-  for_each_piece(N, workers, [&](int64_t w, int64_t begin, int64_t end) {
+  tinysplat::for_each_piece(N, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t drawn = 0;
     for (int64_t i = begin; i < end; ++i) drawn += rect[4 * i + 2] > 0;
     slots[w] = drawn;
   });
   const int64_t n = worker_offsets(slots, workers, 1);
   Scratch<uint64_t> items(n), other(n);
-  for_each_piece(N, workers, [&](int64_t w, int64_t begin, int64_t end) {
+  tinysplat::for_each_piece(N, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t to = slots[w];
     for (int64_t i = begin; i < end; ++i) {
       if (rect[4 * i + 2] <= 0) continue;
@@ -428,7 +419,7 @@ Scratch<uint64_t> drawn_by_depth(const Scratch<int32_t>& rect, const float* dept
   });
   for (int shift = 32; shift < 64; shift += DIGIT_BITS) {
     std::fill(slots.begin(), slots.end(), 0);
-    for_each_piece(n, workers, [&](int64_t w, int64_t begin, int64_t end) {
+    tinysplat::for_each_piece(n, workers, [&](int64_t w, int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) ++slots[w * BUCKETS + ((items[k] >> shift) & (BUCKETS - 1))];
     });
     bool one_value = false;
@@ -439,7 +430,7 @@ Scratch<uint64_t> drawn_by_depth(const Scratch<int32_t>& rect, const float* dept
     }
     if (one_value) continue;
     worker_offsets(slots, workers, BUCKETS);
-    for_each_piece(n, workers, [&](int64_t w, int64_t begin, int64_t end) {
+    tinysplat::for_each_piece(n, workers, [&](int64_t w, int64_t begin, int64_t end) {
       int64_t* slot = &slots[w * BUCKETS];
       for (int64_t k = begin; k < end; ++k) other[slot[(items[k] >> shift) & (BUCKETS - 1)]++] = items[k];
     });
@@ -565,7 +556,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   });
   // each worker's spans and intersections per tile row, then its first slot in the rows' spans
   std::vector<int64_t> row_slots(workers * tiles_y, 0), row_isects(workers * tiles_y, 0);
-  for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
+  tinysplat::for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t* __restrict spans = &row_slots[w * tiles_y];
     int64_t* __restrict isects = &row_isects[w * tiles_y];
     for_each_row_of(drawn.data() + begin, drawn.data() + end, [spans, isects](int64_t ty, const DrawnRect& r) {
@@ -580,7 +571,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
     for (int64_t w = 0; w < workers; ++w) isect_start[ty + 1] += row_isects[w * tiles_y + ty];
   }
   Scratch<RowSpan> spans(row_start[tiles_y]);
-  for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
+  tinysplat::for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t* __restrict slot = &row_slots[w * tiles_y];
     RowSpan* __restrict to = spans.data();
     for_each_row_of(drawn.data() + begin, drawn.data() + end, [slot, to](int64_t ty, const DrawnRect& r) {
@@ -594,7 +585,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   int64_t* tile_count = per_tile.data_ptr<int64_t>();
   int32_t* __restrict out = isect_gids.data_ptr<int32_t>();
   // worker w sorts the rows whose intersections start in the w-th of W even shares of them
-  for_each_piece(n_isects, workers, [&](int64_t, int64_t begin, int64_t end) {
+  tinysplat::for_each_piece(n_isects, workers, [&](int64_t, int64_t begin, int64_t end) {
     std::vector<int64_t> tile_slots(tiles_x + 1);
     for (int64_t ty = 0; ty < tiles_y; ++ty) {
       if (isect_start[ty] < begin || isect_start[ty] >= end) continue;
