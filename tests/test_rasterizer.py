@@ -255,6 +255,42 @@ def test_compiled_plan_is_the_torch_plan(threads, depth_range):
         torch.set_num_threads(before)
 
 
+def test_plan_lists_every_tile_a_gaussian_draws_in_and_few_others():
+    """A tile's list must hold every Gaussian that draws a pixel of it (alpha >= 1/255 as the kernels
+    compute it, in float32), or the picture loses it; every other entry is work for nothing. Thin,
+    turned Gaussians fill little of their axis-aligned box of tiles: the plan follows each one's ellipse
+    row by row of tiles: measured 70 entries beyond the 11,683 drawn, against 10,097 for the boxes."""
+    from tinysplat_ns.core import rasterize_torch
+    from tinysplat_ns.core.projection import project_gaussians
+
+    g = real_gaussians(1500, False)
+    stretch = torch.tensor([1.5, -1.0, -1.0], dtype=torch.float64)  # one axis long, two short
+    viewmat, K, (width, height) = camera(5)
+    proj = project_gaussians(
+        g["means"].float(), g["quats"].float(), (g["log_scales"] + stretch).exp().float(), viewmat[None].float(),
+        K[None].float(), width, height,
+    )  # fmt: skip
+    means2d, conics, radii, opacities = proj.means2d[0], proj.conics[0], proj.radii[0], g["opacities"].float()
+    plan = rasterize_torch.plan_tiles(means2d, conics, opacities, proj.depths[0], radii, width, height, 8)
+    listed = set()
+    for tile, start, count in zip(plan.tile_ids.tolist(), plan.tile_start.tolist(), plan.tile_count.tolist()):
+        listed.update((tile, int(gid)) for gid in plan.isect_gids[start : start + count])
+
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    tile_of_pixel = ((ys // 8) * plan.tiles_x + xs // 8).flatten()
+    dx = (xs.flatten() + 0.5)[None] - means2d[:, :1]  # [N, pixels], float32 as the kernels
+    dy = (ys.flatten() + 0.5)[None] - means2d[:, 1:]
+    a, b, c = conics.unbind(-1)
+    sigma = 0.5 * (a[:, None] * dx * dx + c[:, None] * dy * dy) + b[:, None] * dx * dy
+    draws = (opacities[:, None] * torch.exp(-sigma) >= 1.0 / 255.0) & (radii > 0)[:, None]
+    gid, pixel = draws.nonzero(as_tuple=True)
+    drawn = set(zip(tile_of_pixel[pixel].tolist(), gid.tolist()))
+
+    assert len(drawn) > 5000
+    assert drawn <= listed, f"{len(drawn - listed)} (tile, Gaussian) pairs drawn but not listed"
+    assert len(listed - drawn) <= 0.05 * len(drawn), f"{len(listed - drawn)} listed, not drawn, of {len(drawn)}"
+
+
 def spread_gaussians(n: int, seed: int = 0):
     """Gaussians in front of, beside (the Jacobian's clamp) and behind a camera at the origin."""
     gen = torch.Generator().manual_seed(seed)

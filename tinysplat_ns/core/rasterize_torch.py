@@ -75,10 +75,11 @@ def plan_tiles(
         tiles_y = math.ceil(height / tile_size)
         a, b, c = conics.double().unbind(-1)
         # alpha >= 1/255  <=>  sigma <= log(255 * o): an ellipse whose axis-aligned half-widths are
-        # sqrt(2 s cov_xx) and sqrt(2 s cov_yy); cov = conic^-1. A hundredth of a pixel of slack
-        # keeps rounding at the rim from dropping a pixel that the per-pixel test would keep. The
-        # determinant of a huge Gaussian's conic is tiny (float64 keeps it); if it still rounds to
-        # zero, the Gaussian is given the whole image and the per-pixel test decides.
+        # sqrt(2 s cov_xx) and sqrt(2 s cov_yy); cov = conic^-1 (within that box, _row_tiles follows the
+        # ellipse row by row of tiles). A hundredth of a pixel of slack keeps rounding at the rim from
+        # dropping a pixel that the per-pixel test would keep. The determinant of a huge Gaussian's
+        # conic is tiny (float64 keeps it); if it still rounds to zero, the Gaussian is given the whole
+        # image and the per-pixel test decides.
         s_max = torch.log(torch.clamp(opacities.double(), min=ALPHA_MIN) * 255.0)
         det = a * c - b * b
         unbounded = torch.full_like(det, math.inf)
@@ -98,16 +99,66 @@ def plan_tiles(
         ty0 = (i0[ids] // tile_size).long()
         nx = (j1[ids] // tile_size).long() - tx0 + 1
         ny = (i1[ids] // tile_size).long() - ty0 + 1
-        counts = nx * ny
-        total = int(counts.sum())
-        owner = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts, output_size=total)
-        first = torch.cumsum(counts, 0) - counts
-        local = torch.arange(total, device=ids.device) - first[owner]
-        tile_of = (ty0[owner] + local // nx[owner]) * tiles_x + tx0[owner] + local % nx[owner]
+        # each Gaussian's tile rows in turn, and the tiles its ellipse touches in each
+        owner = _runs(ny)
+        ty = ty0[owner] + _places(ny, owner)
+        row_ids = ids[owner]
+        x0, counts = _row_tiles(
+            a[row_ids], b[row_ids], c[row_ids], s_max[row_ids], u[row_ids], v[row_ids], ty, tx0[owner], nx[owner],
+            width, height, tile_size,
+        )  # fmt: skip
+        row = _runs(counts)
+        tile_of = ty[row] * tiles_x + x0[row] + _places(counts, row)
         tile_sorted, order = torch.sort(tile_of, stable=True)
-        isect_gids = ids[owner[order]]
+        isect_gids = row_ids[row[order]]
         per_tile = torch.bincount(tile_sorted, minlength=tiles_x * tiles_y)
         return plan_from_lists(per_tile, isect_gids, width, height, tile_size, chunk)
+
+
+def _runs(counts: Tensor) -> Tensor:
+    """Item k repeated counts[k] times: the owner of each place in runs laid one after another."""
+    owners = torch.arange(len(counts), device=counts.device)
+    return torch.repeat_interleave(owners, counts, output_size=int(counts.sum()))
+
+
+def _places(counts: Tensor, owner: Tensor) -> Tensor:
+    """Each place's index within its owner's run (`owner` = _runs(counts))."""
+    first = torch.cumsum(counts, 0) - counts
+    return torch.arange(len(owner), device=owner.device) - first[owner]
+
+
+def _row_tiles(a, b, c, s_max, u, v, ty, x0, nx, width: int, height: int, tile_size: int) -> Tuple[Tensor, Tensor]:
+    """The tiles across that each Gaussian's alpha >= 1/255 ellipse touches in tile row ty, within its
+    axis-aligned extent's columns [x0, x0 + nx) (all of them where that is one): first and count (0:
+    none), in float64. At the pixel centre (u + dx, v + dy) the ellipse is a dx^2 + 2 b dx dy + c dy^2
+    <= 2 s; along a pixel row it spans dx = (-b dy +- sqrt(2 s a - det dy^2)) / a, widest to the right
+    at dy = -b sqrt(2 s / (det c)) and to the left at the opposite dy, so over the tile row's pixel
+    centres each end lies at that dy clamped into them. s is widened by a millionth of the quadratic
+    terms' size at the rim (2 s a c / det, large for a thin Gaussian) and by 1e-5, more than float32
+    rounding moves the kernels' sigma, so no pixel the per-pixel test draws is left out. The compiled
+    plan (kernels/rasterize.cpp's row_tiles) computes the same, operation for operation."""
+    det = a * c - b * b
+    # one tile wide: nothing to narrow; unbounded: plan_tiles gave it the whole image
+    bounded = (nx > 1) & (det > 0) & (a > 0)
+    s = s_max * (1.0 + 2e-6 * a * c / det) + 1e-5
+    half_y = torch.sqrt(2.0 * s * a / det)
+    ts = float(tile_size)
+    top = ty.double() * ts + 0.5 - v
+    bottom = torch.clamp(ty.double() * ts + ts, max=float(height)) - 0.5 - v
+    outside = (top > half_y) | (bottom < -half_y)
+    lo, hi = torch.maximum(top, -half_y), torch.minimum(bottom, half_y)
+    turn = b * torch.sqrt(2.0 * s / (det * c))
+    right = torch.minimum(torch.maximum(-turn, lo), hi)
+    left = torch.minimum(torch.maximum(turn, lo), hi)
+    x_right = (-b * right + torch.sqrt(torch.clamp(2.0 * s * a - det * right * right, min=0.0))) / a
+    x_left = (-b * left - torch.sqrt(torch.clamp(2.0 * s * a - det * left * left, min=0.0))) / a
+    j0, j1 = torch.ceil(u + x_left - 0.01 - 0.5), torch.floor(u + x_right + 0.01 - 0.5)
+    first = torch.maximum(torch.floor(j0 / ts), x0.double())
+    last = torch.minimum(torch.floor(torch.clamp(j1, max=width - 1.0) / ts), (x0 + nx - 1).double())
+    touched = bounded.logical_not() | (outside.logical_not() & (first <= last))
+    first = torch.where(bounded, first.long(), x0)
+    count = torch.where(bounded, last.long() - first + 1, nx)
+    return first, torch.where(touched, count, 0)
 
 
 def plan_from_lists(per_tile: Tensor, isect_gids: Tensor, width: int, height: int, tile_size: int, chunk: int):

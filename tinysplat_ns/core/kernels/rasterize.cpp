@@ -440,20 +440,28 @@ Scratch<uint64_t> drawn_by_depth(const Scratch<int32_t>& rect, const float* dept
 }
 
 struct DrawnRect {
-  int32_t id, x0, y0, nx, ny;  // a Gaussian and its tiles: nx across from x0, ny down from y0
+  int32_t id, y0, ny;  // a Gaussian and its tile rows: ny down from y0
+  int64_t first_row;   // its rows' spans, one after another in `RowTiles`
+};
+
+struct RowTiles {
+  int32_t x0, nx;  // the tiles across one tile row that a Gaussian touches: nx from x0 (0: none)
 };
 
 struct RowSpan {
   int32_t id, x0, nx;  // a Gaussian's tiles in one tile row: nx across from x0
 };
 
-// fn(row, rect) for each tile row of each Gaussian in [first, last). Its own function, as the loops of
-// sort_row: inside plan_tiles' lambdas the compiler kept the loops' counters on the stack.
+// fn(row, span) for each tile row that each Gaussian in [first, last) touches. Its own function, as the
+// loops of sort_row: inside plan_tiles' lambdas the compiler kept the loops' counters on the stack.
 template <typename Fn>
-inline void for_each_row_of(const DrawnRect* first, const DrawnRect* last, Fn fn) {
+inline void for_each_row_of(const DrawnRect* first, const DrawnRect* last, const RowTiles* rows, Fn fn) {
   for (const DrawnRect* d = first; d < last; ++d) {
     const DrawnRect r = *d;
-    for (int64_t ty = r.y0; ty < r.y0 + r.ny; ++ty) fn(ty, r);
+    for (int32_t k = 0; k < r.ny; ++k) {
+      const RowTiles t = rows[r.first_row + k];
+      if (t.nx > 0) fn(r.y0 + k, RowSpan{r.id, t.x0, t.nx});
+    }
   }
 }
 
@@ -481,21 +489,19 @@ void sort_row(const RowSpan* first, const RowSpan* last, int64_t tiles_x, int64_
 // the compiler takes several Gaussians at a time; the logs, which it cannot, are a loop of their own.
 void tile_rects(int64_t begin, int64_t end, const float* __restrict m, const float* __restrict cn,
                 const float* __restrict op, const int32_t* __restrict rad, int64_t width, int64_t height,
-                int64_t tile_size, int32_t* __restrict rect) {
+                int64_t tile_size, int32_t* __restrict rect, double* __restrict s_max) {
   constexpr int64_t BLOCK = 256;
-  double s_max[BLOCK];
   const double ts = static_cast<double>(tile_size), last_x = width - 1.0, last_y = height - 1.0;
   for (int64_t first = begin; first < end; first += BLOCK) {
     const int64_t n = std::min(BLOCK, end - first);
-    for (int64_t k = 0; k < n; ++k)
-      s_max[k] = std::log(std::max(static_cast<double>(op[first + k]), static_cast<double>(ALPHA_MIN)) * 255.0);
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t i = first + k;
+    for (int64_t i = first; i < first + n; ++i)
+      s_max[i] = std::log(std::max(static_cast<double>(op[i]), static_cast<double>(ALPHA_MIN)) * 255.0);
+    for (int64_t i = first; i < first + n; ++i) {
       const double a = cn[3 * i], b = cn[3 * i + 1], c = cn[3 * i + 2], o = op[i];
       const double u = m[2 * i], v = m[2 * i + 1];
       const double det = a * c - b * b;
-      const double half_x = det > 0 ? std::sqrt(2.0 * s_max[k] * c / det) + 0.01 : INFINITY;
-      const double half_y = det > 0 ? std::sqrt(2.0 * s_max[k] * a / det) + 0.01 : INFINITY;
+      const double half_x = det > 0 ? std::sqrt(2.0 * s_max[i] * c / det) + 0.01 : INFINITY;
+      const double half_y = det > 0 ? std::sqrt(2.0 * s_max[i] * a / det) + 0.01 : INFINITY;
       const double j0 = std::max(std::ceil(u - half_x - 0.5), 0.0);
       const double j1 = std::min(std::floor(u + half_x - 0.5), last_x);
       const double i0 = std::max(std::ceil(v - half_y - 0.5), 0.0);
@@ -513,8 +519,47 @@ void tile_rects(int64_t begin, int64_t end, const float* __restrict m, const flo
   }
 }
 
+// The tiles across that Gaussian i's alpha >= 1/255 ellipse touches in each of its rect's tile rows,
+// within the rect's columns (all of them where the rect is one tile wide), into out[0, rows). At the
+// pixel centre (u + dx, v + dy) the ellipse is a dx^2 + 2 b dx dy + c dy^2 <= 2 s; along a pixel row (dy
+// fixed) it spans dx = (-b dy +- sqrt(2 s a - det dy^2)) / a, widest to the right at
+// dy = -b sqrt(2 s / (det c)) and to the left at the opposite dy, so over a tile row's pixel centres
+// each end lies at that dy clamped into them. s is widened by a millionth of the quadratic terms' size
+// at the rim (2 s a c / det, large for a thin Gaussian) and by 1e-5: more than float32 rounding moves
+// the kernels' sigma, so the rows keep every pixel that the per-pixel test draws.
+// rasterize_torch._row_tiles computes the same, operation for operation.
+void row_tiles(int64_t i, const int32_t* rect, const float* __restrict m, const float* __restrict cn,
+               const double* __restrict s_max, int64_t width, int64_t height, int64_t tile_size,
+               RowTiles* __restrict out) {
+  const int32_t x0 = rect[0], ty0 = rect[1], nx = rect[2], ny = rect[3];
+  const double a = cn[3 * i], b = cn[3 * i + 1], c = cn[3 * i + 2], u = m[2 * i], v = m[2 * i + 1];
+  const double det = a * c - b * b;
+  if (nx == 1 || !(det > 0.0 && a > 0.0)) {  // nothing to narrow; or unbounded, given the whole image
+    for (int32_t y = 0; y < ny; ++y) out[y] = {x0, nx};
+    return;
+  }
+  const double s = s_max[i] * (1.0 + 2e-6 * a * c / det) + 1e-5;
+  const double half_y = std::sqrt(2.0 * s * a / det), turn = b * std::sqrt(2.0 * s / (det * c));
+  const double ts = static_cast<double>(tile_size), last_x = static_cast<double>(x0 + nx - 1);
+  for (int32_t y = 0; y < ny; ++y) {
+    const double top = static_cast<double>(ty0 + y) * ts + 0.5 - v;
+    const double row_end = std::min(static_cast<double>(ty0 + y) * ts + ts, static_cast<double>(height));
+    const double bottom = row_end - 0.5 - v;
+    const double lo = std::max(top, -half_y), hi = std::min(bottom, half_y);
+    const double right = std::min(std::max(-turn, lo), hi), left = std::min(std::max(turn, lo), hi);
+    const double x_right = (-b * right + std::sqrt(std::max(2.0 * s * a - det * right * right, 0.0))) / a;
+    const double x_left = (-b * left - std::sqrt(std::max(2.0 * s * a - det * left * left, 0.0))) / a;
+    const double j0 = std::ceil(u + x_left - 0.01 - 0.5), j1 = std::floor(u + x_right + 0.01 - 0.5);
+    const double first = std::max(std::floor(j0 / ts), static_cast<double>(x0));
+    const double last = std::min(std::floor(std::min(j1, width - 1.0) / ts), last_x);
+    const bool touched = top <= half_y && bottom >= -half_y && first <= last;
+    out[y] = {static_cast<int32_t>(touched ? first : x0), touched ? static_cast<int32_t>(last - first) + 1 : 0};
+  }
+}
+
 // Which tiles each Gaussian touches, exactly as rasterize_torch.plan_tiles decides (in float64: the
-// alpha >= 1/255 ellipse's axis-aligned extent, a hundredth of a pixel of slack), and every tile's
+// alpha >= 1/255 ellipse's axis-aligned extent, a hundredth of a pixel of slack, then its tiles row by
+// row: on lego at 800x800, 28% fewer (tile, Gaussian) pairs than the whole boxes), and every tile's
 // list of Gaussians front to back: a counting sort of the Gaussians taken in depth order, so no sort
 // of the (tile, Gaussian) pairs is needed. It sorts in two levels: first each Gaussian's span in each
 // tile row into that row's list (a few dozen rows: each worker writes as many streams), then each row
@@ -539,19 +584,32 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   const float* op = opacities.data_ptr<float>();
   const int32_t* rad = radii_i.data_ptr<int32_t>();
   Scratch<int32_t> rect(4 * N);  // first tile x, y and tiles across, down; 0 across = not drawn
+  Scratch<double> s_max(N);
   tinysplat::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
-    tile_rects(begin, end, m, cn, op, rad, width, height, tile_size, rect.data());
+    tile_rects(begin, end, m, cn, op, rad, width, height, tile_size, rect.data(), s_max.data());
   });
   const int64_t workers = at::get_num_threads();
   const Scratch<uint64_t> order = drawn_by_depth(rect, depths.data_ptr<float>(), workers);
   const int64_t n_drawn = static_cast<int64_t>(order.size());
-  // the drawn Gaussians' rectangles in depth order: the passes below read them in turn, not at random
+  // the drawn Gaussians' rectangles in depth order (the passes below read them in turn, not at random),
+  // each followed by the tiles it touches in each of its rows
   Scratch<DrawnRect> drawn(n_drawn);
-  tinysplat::parallel_for(0, n_drawn, 4096, [&](int64_t begin, int64_t end) {
+  int64_t n_rows = 0;
+  for (int64_t k = 0; k < n_drawn; ++k) {
+    const int32_t id = static_cast<int32_t>(order[k] & UINT32_MAX);
+    drawn[k] = {id, rect[4 * id + 1], rect[4 * id + 3], n_rows};
+    n_rows += rect[4 * id + 3];
+  }
+  Scratch<RowTiles> rows(n_rows);
+  tinysplat::parallel_for(0, n_drawn, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
-      const int32_t id = static_cast<int32_t>(order[k] & UINT32_MAX);
-      const int32_t* r = &rect[4 * id];
-      drawn[k] = {id, r[0], r[1], r[2], r[3]};
+      if (k + 16 < end) {  // the Gaussians come in depth order, at random in memory
+        const int64_t ahead = drawn[k + 16].id;
+        __builtin_prefetch(cn + 3 * ahead), __builtin_prefetch(m + 2 * ahead), __builtin_prefetch(&s_max[ahead]);
+        __builtin_prefetch(&rect[4 * ahead]);
+      }
+      const DrawnRect d = drawn[k];
+      row_tiles(d.id, &rect[4 * d.id], m, cn, s_max.data(), width, height, tile_size, rows.data() + d.first_row);
     }
   });
   // each worker's spans and intersections per tile row, then its first slot in the rows' spans
@@ -559,7 +617,7 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   tinysplat::for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t* __restrict spans = &row_slots[w * tiles_y];
     int64_t* __restrict isects = &row_isects[w * tiles_y];
-    for_each_row_of(drawn.data() + begin, drawn.data() + end, [spans, isects](int64_t ty, const DrawnRect& r) {
+    for_each_row_of(drawn.data() + begin, drawn.data() + end, rows.data(), [spans, isects](int64_t ty, RowSpan r) {
       ++spans[ty], isects[ty] += r.nx;
     });
   });
@@ -574,8 +632,8 @@ std::tuple<at::Tensor, at::Tensor> plan_tiles(const at::Tensor& means2d, const a
   tinysplat::for_each_piece(n_drawn, workers, [&](int64_t w, int64_t begin, int64_t end) {
     int64_t* __restrict slot = &row_slots[w * tiles_y];
     RowSpan* __restrict to = spans.data();
-    for_each_row_of(drawn.data() + begin, drawn.data() + end, [slot, to](int64_t ty, const DrawnRect& r) {
-      to[slot[ty]++] = {r.id, r.x0, r.nx};
+    for_each_row_of(drawn.data() + begin, drawn.data() + end, rows.data(), [slot, to](int64_t ty, RowSpan r) {
+      to[slot[ty]++] = r;
     });
   });
   auto i64 = depths.options().dtype(at::kLong);
