@@ -28,11 +28,13 @@ def kernel_outputs() -> dict:
     target = torch.rand(rgb.shape[1:], generator=gen)
     window = torch.exp(-((torch.arange(11.0) - 5) ** 2) / (2 * 1.5**2))
     loss = (graded - target).abs().mean() + ssim.ssim(graded, target, window / window.sum())
+    with torch.no_grad():  # the value alone: its own op
+        ssim_alone = ssim.ssim(graded, target, window / window.sum())
     grads = torch.autograd.grad(loss, [means, quats, scales, opacities, sh, grid])
     named = zip(("means", "quats", "scales", "opacities", "sh", "grid"), grads, strict=True)
     return {
         "library": build.library(),
-        "rgb": rgb.detach(), "alpha": alpha.detach(), "loss": loss.detach(),
+        "rgb": rgb.detach(), "alpha": alpha.detach(), "loss": loss.detach(), "ssim alone": ssim_alone,
         **{f"grad {name}": g for name, g in named},
     }  # fmt: skip
 

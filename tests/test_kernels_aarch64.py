@@ -85,8 +85,8 @@ def test_arm64_build_replays_the_x86_kernels_results(aarch64_torch, tmp_path):
         assert shutil.which(tool), f"{tool} not found: `make setup` installs Debian's {package}"
     calls = recorded_kernel_calls()
     assert {name for name, _, _ in calls} == {
-        "project_forward", "sh_forward", "plan_tiles", "rasterize_forward", "ssim_forward",
-        "ssim_backward", "rasterize_backward", "sh_backward", "project_backward", "bilateral_grid_forward",
+        "project_forward", "sh_forward", "plan_tiles", "rasterize_forward", "ssim_and_gradient", "ssim_forward",
+        "rasterize_backward", "sh_backward", "project_backward", "bilateral_grid_forward",
         "bilateral_grid_backward",
     }  # fmt: skip
     torch.save([(name, inputs) for name, inputs, _ in calls], tmp_path / "calls.pt")

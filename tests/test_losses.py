@@ -112,6 +112,8 @@ def test_compiled_dssim_matches_pytorch_msssim_in_float64(case):
     assert compiled_ssim.supports(ours, gt.float(), torch.ones(compiled_term.window_size))
     value = compiled_term(image_inputs(ours, gt.float(), mask=mask))
     value.backward()
+    with torch.no_grad():  # the value alone (another op, no gradient computed): the same sum
+        assert compiled_term(image_inputs(ours, gt.float(), mask=mask)).item() == value.item()
     assert 0.2 < expected.item() < 0.9
     assert value.item() == pytest.approx(expected.item(), abs=3e-5)
     error = (ours.grad.double() - reference.grad).abs().max() / reference.grad.abs().max()

@@ -2,7 +2,8 @@
 // fits in the image; K1 = 0.01, K2 = 0.03, data range 1), averaged over channels and positions, and its
 // gradient with respect to the first image; built into the same library as rasterize.cpp. Through
 // PyTorch's convolutions (ten depthwise ones forward, six backward, on 11-tap windows) DSSIM costs a
-// quarter of a CPU training step at 800x800.
+// quarter of a CPU training step at 800x800. A training step takes the value and the gradient in one
+// call (ssim_and_gradient), which computes the five windowed means once for both.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -93,59 +95,74 @@ struct Terms {
   }
 };
 
+// Row r of positions: each one's SSIM (l cs) into values, summed in float64 in a fixed order (the same
+// value for any thread count) and returned; with d, also the derivatives of the mean SSIM by the windowed
+// means of x, x^2 and x y there, d [3, plane], each term over the C channels' positions (`scale`).
+double row_of_terms(const float* maps, int64_t plane, int64_t WO, int64_t r, float* __restrict values,
+                    float* __restrict d, float scale) {
+  for (int64_t i = 0; i < WO; ++i) {  // a row's values first: this loop vectorises, the sum does not
+    const int64_t at = r * WO + i;
+    const Terms t(maps, plane, at);
+    values[i] = t.l * t.cs;
+    if (d) {
+      const float dl = 2.0f * (t.mu2 - t.mu1 * t.l) / t.B, dcs = 2.0f * (t.mu1 * t.cs - t.mu2) / t.D;
+      d[at] = scale * (dl * t.cs + t.l * dcs);
+      d[plane + at] = -scale * t.l * t.cs / t.D;
+      d[2 * plane + at] = 2.0f * scale * t.l / t.D;
+    }
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < WO; ++i) sum += values[i];
+  return sum;
+}
+
+double mean_of(const std::vector<double>& row_sums, int64_t positions) {
+  double total = 0.0;
+  for (const double s : row_sums) total += s;
+  return total / static_cast<double>(positions);
+}
+
 double ssim_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window) {
   const Planes p = planes_of(x, y, window);
   const int64_t plane = p.HO * p.WO;
   // scratch written whole before it is read: not zero-filled
   const auto rows = std::make_unique_for_overwrite<float[]>(MAPS * p.H * p.WO);
   const auto maps = std::make_unique_for_overwrite<float[]>(MAPS * plane);
-  std::vector<double> row_sums(p.C * p.HO);  // summed in a fixed order: the same value for any thread count
+  std::vector<double> row_sums(p.C * p.HO);
   for (int64_t c = 0; c < p.C; ++c) {
     windowed_means(p, x.data_ptr<float>() + c * p.H * p.W, y.data_ptr<float>() + c * p.H * p.W,
                    window.data_ptr<float>(), rows.get(), maps.get());
     tinysplat::parallel_for(0, p.HO, 16, [&](int64_t begin, int64_t end) {
-      std::vector<float> values(p.WO);  // a row's values first: that loop vectorises, the sum does not
-      for (int64_t r = begin; r < end; ++r) {
-        for (int64_t i = 0; i < p.WO; ++i) {
-          const Terms t(maps.get(), plane, r * p.WO + i);
-          values[i] = t.l * t.cs;
-        }
-        double sum = 0.0;
-        for (const float v : values) sum += v;
-        row_sums[c * p.HO + r] = sum;
-      }
+      std::vector<float> values(p.WO);
+      for (int64_t r = begin; r < end; ++r)
+        row_sums[c * p.HO + r] = row_of_terms(maps.get(), plane, p.WO, r, values.data(), nullptr, 0.0f);
     });
   }
-  double total = 0.0;
-  for (const double s : row_sums) total += s;
-  return total / static_cast<double>(p.C * plane);
+  return mean_of(row_sums, p.C * plane);
 }
 
-// d(mean SSIM)/dx [C, H, W], times grad: each position's derivatives with respect to the windowed
-// means of x, x^2 and x y, carried back through the window (its transpose: down the columns, then
-// along the rows) to the pixels.
-at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window, double grad) {
+// The mean SSIM, as ssim_forward gives it, and its gradient d(mean SSIM)/dx [C, H, W] from the same
+// windowed means: each position's derivatives with respect to the windowed means of x, x^2 and x y,
+// carried back through the window (its transpose: down the columns, then along the rows) to the pixels.
+// A training step needs both, and the means are most of the work.
+std::tuple<double, at::Tensor> ssim_and_gradient(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window) {
   const Planes p = planes_of(x, y, window);
   const int64_t H = p.H, W = p.W, S = p.S, HO = p.HO, WO = p.WO, plane = HO * WO;
-  const float scale = static_cast<float>(grad / static_cast<double>(p.C * plane));
+  const float scale = static_cast<float>(1.0 / static_cast<double>(p.C * plane));
   const float* w = window.data_ptr<float>();
   at::Tensor v_x = at::empty({p.C, H, W}, x.options());
   const auto rows = std::make_unique_for_overwrite<float[]>(MAPS * H * WO);
   const auto maps = std::make_unique_for_overwrite<float[]>(MAPS * plane);
   const auto d = std::make_unique_for_overwrite<float[]>(3 * plane);
   const auto back = std::make_unique_for_overwrite<float[]>(3 * H * WO);
+  std::vector<double> row_sums(p.C * HO);
   for (int64_t c = 0; c < p.C; ++c) {
     const float *xc = x.data_ptr<float>() + c * H * W, *yc = y.data_ptr<float>() + c * H * W;
     windowed_means(p, xc, yc, w, rows.get(), maps.get());
-    // d: the derivatives of SSIM at each position by the windowed means of x, x^2 and x y
-    tinysplat::parallel_for(0, plane, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const Terms t(maps.get(), plane, i);
-        const float dl = 2.0f * (t.mu2 - t.mu1 * t.l) / t.B, dcs = 2.0f * (t.mu1 * t.cs - t.mu2) / t.D;
-        d[i] = scale * (dl * t.cs + t.l * dcs);
-        d[plane + i] = -scale * t.l * t.cs / t.D;
-        d[2 * plane + i] = 2.0f * scale * t.l / t.D;
-      }
+    tinysplat::parallel_for(0, HO, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> values(WO);
+      for (int64_t r = begin; r < end; ++r)
+        row_sums[c * HO + r] = row_of_terms(maps.get(), plane, WO, r, values.data(), d.get(), scale);
     });
     // down the columns: back[m][r] = sum over k of w[k] d[m][r - k]
     tinysplat::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
@@ -176,17 +193,17 @@ at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Ten
       }
     });
   }
-  return v_x;
+  return {mean_of(row_sums, p.C * plane), v_x};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(tinysplat_cpu, m) {
   m.def("ssim_forward(Tensor x, Tensor y, Tensor window) -> float");
-  m.def("ssim_backward(Tensor x, Tensor y, Tensor window, float grad) -> Tensor");
+  m.def("ssim_and_gradient(Tensor x, Tensor y, Tensor window) -> (float, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(tinysplat_cpu, CPU, m) {
   m.impl("ssim_forward", &ssim_forward);
-  m.impl("ssim_backward", &ssim_backward);
+  m.impl("ssim_and_gradient", &ssim_and_gradient);
 }

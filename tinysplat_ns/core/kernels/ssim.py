@@ -1,6 +1,7 @@
 """SSIM as pytorch-msssim computes it (a separable window at the positions where it fits, K1 = 0.01,
 K2 = 0.03, data range 1, the mean over channels and positions) of two [H, W, C] images, compiled
-(`ssim.cpp`) with a hand-written gradient for the first image. DSSIM's `implementation="compiled"`
+(`ssim.cpp`) with a hand-written gradient for the first image, computed with the value when the
+first image needs one. DSSIM's `implementation="compiled"`
 takes it for float32 CPU images.
 """
 
@@ -28,21 +29,27 @@ def _planes(image: Tensor) -> Tensor:
     return image.detach().permute(2, 0, 1).contiguous()
 
 
+def _inputs(pred: Tensor, gt: Tensor, window: Tensor):
+    keep_freed_memory()  # the kernels' scratch (12 MB at 400x300) from the heap, not page-faulted in each call
+    return _planes(pred), _planes(gt), window.detach().contiguous()
+
+
 class SsimCpp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pred, gt, window):
-        keep_freed_memory()  # its scratch (12 MB at 400x300) from the heap, not page-faulted in each call
-        x, y, w = _planes(pred), _planes(gt), window.detach().contiguous()
-        ctx.save_for_backward(x, y, w)
-        return pred.new_tensor(build.ops().ssim_forward(x, y, w))
+        value, gradient = build.ops().ssim_and_gradient(*_inputs(pred, gt, window))  # one pass for both
+        ctx.save_for_backward(gradient)
+        return pred.new_tensor(value)
 
     @staticmethod
     def backward(ctx, grad):
-        v_x = build.ops().ssim_backward(*ctx.saved_tensors, float(grad))
-        return v_x.permute(1, 2, 0), None, None
+        (gradient,) = ctx.saved_tensors
+        return (grad * gradient).permute(1, 2, 0), None, None
 
 
 def ssim(pred: Tensor, gt: Tensor, window: Tensor) -> Tensor:
     """SSIM of pred and gt [H, W, C] (float32, CPU) with the 1-D window [S] (summing to 1), a scalar;
     differentiable in pred."""
-    return SsimCpp.apply(pred, gt, window)
+    if torch.is_grad_enabled() and pred.requires_grad:
+        return SsimCpp.apply(pred, gt, window)
+    return pred.new_tensor(build.ops().ssim_forward(*_inputs(pred, gt, window)))
