@@ -151,6 +151,29 @@ def load_lpips() -> Optional[torch.nn.Module]:
     return LearnedPerceptualImagePatchSimilarity(normalize=True)
 
 
+def over_background(photo: Tensor, background: Tensor) -> Tensor:
+    """An RGBA photo [H, W, 4] over a background colour [3] or image [H, W, 3]."""
+    rgb = photo[..., :3]
+    return torch.lerp(background.expand_as(rgb), rgb, photo[..., 3:])
+
+
+class LastResult:
+    """What a computation gave for the last arguments it was asked with (tensors compared by identity):
+    Nerfstudio asks a model for the same photo twice in a training step, for the metrics and for the loss."""
+
+    def __init__(self):
+        self.arguments: Tuple = ()
+        self.result: Any = None
+
+    def of(self, compute, *arguments):
+        same = len(arguments) == len(self.arguments) and all(
+            a is b if isinstance(a, Tensor) else a == b for a, b in zip(arguments, self.arguments)
+        )
+        if not same:
+            self.arguments, self.result = arguments, compute(*arguments)
+        return self.result
+
+
 class TinySplatModel(SplatfactoModel):
     config: TinySplatModelConfig
 
@@ -173,6 +196,7 @@ class TinySplatModel(SplatfactoModel):
         self.lpips = None  # loaded on first evaluation, only from disk
         self.step = 0
         self.crop_box = None
+        self._photo, self._composite = LastResult(), LastResult()
         alpha_color = self.kwargs["metadata"].get("alpha_color")
         if self.config.background_color in ("white", "black"):
             from nerfstudio.utils.colors import get_color
@@ -454,6 +478,18 @@ class TinySplatModel(SplatfactoModel):
             normals = depth_normals(render[0, ..., 3:4], alpha[0], Ks[0], viewmats[0])
             outputs["normals"] = (normals + 1) / 2
         return outputs
+
+    def get_gt_img(self, image: Tensor) -> Tensor:
+        """The photo at the step's size, as splatfacto's: once a step."""
+        return self._photo.of(self._photo_at, image, self._get_downscale_factor())
+
+    def _photo_at(self, image: Tensor, _downscale: int) -> Tensor:
+        return super().get_gt_img(image)
+
+    def composite_with_background(self, image: Tensor, background: Tensor) -> Tensor:
+        """The photo over the render's background where it has alpha, as splatfacto's, but in one pass
+        (7 against 11 ms at 800x800 on 2 cores) and once a step."""
+        return self._composite.of(over_background, image, background) if image.shape[2] == 4 else image
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         """The loss terms by name (Nerfstudio sums them): the configured ones, the strategy's and
