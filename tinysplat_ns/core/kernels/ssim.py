@@ -1,8 +1,7 @@
 """SSIM as pytorch-msssim computes it (a separable window at the positions where it fits, K1 = 0.01,
 K2 = 0.03, data range 1, the mean over channels and positions) of two [H, W, C] images, compiled
 (`ssim.cpp`) with a hand-written gradient for the first image, computed with the value when the
-first image needs one. DSSIM's `implementation="compiled"`
-takes it for float32 CPU images.
+first image needs one. DSSIM's `implementation="compiled"` takes it for float32 CPU images.
 """
 
 import torch
