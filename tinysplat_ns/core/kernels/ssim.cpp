@@ -116,45 +116,20 @@ double row_of_terms(const float* maps, int64_t plane, int64_t WO, int64_t r, flo
   return sum;
 }
 
-double mean_of(const std::vector<double>& row_sums, int64_t positions) {
-  double total = 0.0;
-  for (const double s : row_sums) total += s;
-  return total / static_cast<double>(positions);
-}
-
-double ssim_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window) {
-  const Planes p = planes_of(x, y, window);
-  const int64_t plane = p.HO * p.WO;
-  // scratch written whole before it is read: not zero-filled
-  const auto rows = std::make_unique_for_overwrite<float[]>(MAPS * p.H * p.WO);
-  const auto maps = std::make_unique_for_overwrite<float[]>(MAPS * plane);
-  std::vector<double> row_sums(p.C * p.HO);
-  for (int64_t c = 0; c < p.C; ++c) {
-    windowed_means(p, x.data_ptr<float>() + c * p.H * p.W, y.data_ptr<float>() + c * p.H * p.W,
-                   window.data_ptr<float>(), rows.get(), maps.get());
-    tinysplat::parallel_for(0, p.HO, 16, [&](int64_t begin, int64_t end) {
-      std::vector<float> values(p.WO);
-      for (int64_t r = begin; r < end; ++r)
-        row_sums[c * p.HO + r] = row_of_terms(maps.get(), plane, p.WO, r, values.data(), nullptr, 0.0f);
-    });
-  }
-  return mean_of(row_sums, p.C * plane);
-}
-
-// The mean SSIM, as ssim_forward gives it, and its gradient d(mean SSIM)/dx [C, H, W] from the same
-// windowed means: each position's derivatives with respect to the windowed means of x, x^2 and x y,
-// carried back through the window (its transpose: down the columns, then along the rows) to the pixels.
-// A training step needs both, and the means are most of the work.
-std::tuple<double, at::Tensor> ssim_and_gradient(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window) {
+// The mean SSIM and, with v_x ([C, H, W]), its gradient d(mean SSIM)/dx from the same windowed means
+// (a training step needs both, and the means are most of the work): each position's derivatives with
+// respect to the windowed means of x, x^2 and x y, carried back through the window (its transpose: down
+// the columns, then along the rows) to the pixels.
+double mean_ssim(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window, at::Tensor* v_x) {
   const Planes p = planes_of(x, y, window);
   const int64_t H = p.H, W = p.W, S = p.S, HO = p.HO, WO = p.WO, plane = HO * WO;
   const float scale = static_cast<float>(1.0 / static_cast<double>(p.C * plane));
   const float* w = window.data_ptr<float>();
-  at::Tensor v_x = at::empty({p.C, H, W}, x.options());
+  // scratch written whole before it is read: not zero-filled
   const auto rows = std::make_unique_for_overwrite<float[]>(MAPS * H * WO);
   const auto maps = std::make_unique_for_overwrite<float[]>(MAPS * plane);
-  const auto d = std::make_unique_for_overwrite<float[]>(3 * plane);
-  const auto back = std::make_unique_for_overwrite<float[]>(3 * H * WO);
+  const auto d = v_x ? std::make_unique_for_overwrite<float[]>(3 * plane) : nullptr;
+  const auto back = v_x ? std::make_unique_for_overwrite<float[]>(3 * H * WO) : nullptr;
   std::vector<double> row_sums(p.C * HO);
   for (int64_t c = 0; c < p.C; ++c) {
     const float *xc = x.data_ptr<float>() + c * H * W, *yc = y.data_ptr<float>() + c * H * W;
@@ -164,6 +139,7 @@ std::tuple<double, at::Tensor> ssim_and_gradient(const at::Tensor& x, const at::
       for (int64_t r = begin; r < end; ++r)
         row_sums[c * HO + r] = row_of_terms(maps.get(), plane, WO, r, values.data(), d.get(), scale);
     });
+    if (!v_x) continue;
     // down the columns: back[m][r] = sum over k of w[k] d[m][r - k]
     tinysplat::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
@@ -177,7 +153,7 @@ std::tuple<double, at::Tensor> ssim_and_gradient(const at::Tensor& x, const at::
       }
     });
     // along the rows, and the chain rule through x^2 and x y
-    float* vc = v_x.data_ptr<float>() + c * H * W;
+    float* vc = v_x->data_ptr<float>() + c * H * W;
     tinysplat::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
       std::vector<float> spread(3 * W);
       for (int64_t r = begin; r < end; ++r) {
@@ -193,7 +169,19 @@ std::tuple<double, at::Tensor> ssim_and_gradient(const at::Tensor& x, const at::
       }
     });
   }
-  return {mean_of(row_sums, p.C * plane), v_x};
+  double total = 0.0;
+  for (const double s : row_sums) total += s;
+  return total / static_cast<double>(p.C * plane);
+}
+
+double ssim_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window) {
+  return mean_ssim(x, y, window, nullptr);
+}
+
+std::tuple<double, at::Tensor> ssim_and_gradient(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window) {
+  at::Tensor v_x = at::empty(x.sizes(), x.options());
+  const double value = mean_ssim(x, y, window, &v_x);
+  return {value, v_x};
 }
 
 }  // namespace
