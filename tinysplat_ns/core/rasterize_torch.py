@@ -213,8 +213,8 @@ class _Rows:
         device = table.device
         sizes = torch.tensor(plan.wave_sizes, dtype=torch.long, device=device)
         self.wave_start = [0] + torch.cumsum(sizes, 0).tolist()
-        self.tiles = torch.cat([torch.arange(n, device=device) for n in plan.wave_sizes]) if plan.wave_sizes else sizes
-        waves = torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
+        waves = _runs(sizes)
+        self.tiles = _places(sizes, waves)
         pos = plan.tile_start[self.tiles, None] + waves[:, None] * B + torch.arange(B, device=device)
         inside = pos < (plan.tile_start + plan.tile_count)[self.tiles, None]
         sentinel = table.shape[0] - 1
