@@ -130,6 +130,27 @@ inline vf reciprocal(vf x) {
 #endif
 }
 
+// The allocator of the kernels' scratch arrays: a vector of n elements leaves them uninitialised
+// (default-initialised), not zero-filled. Each array is written whole before it is read, and at 200k
+// Gaussians zero-filling them first was a pass over 25 MB.
+template <typename T>
+struct Uninitialized : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = Uninitialized<U>;
+  };
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+template <typename T>
+using Scratch = std::vector<T, Uninitialized<T>>;
+
 struct Plan {
   const int64_t* tile_ids;
   const int64_t* tile_start;
@@ -212,9 +233,47 @@ struct Gaussian {
   }
 };
 
+// The pixel rows a Gaussian can draw in: centres y in [lo, hi], its alpha >= 1/255 ellipse's extent
+// in y, widened as row_tiles widens it (and by a hundredth of a pixel), so that a tile's loops over its
+// pixels skip the vectors of rows it cannot draw in, whose pixels would have left everything as it was.
+// Unbounded (a conic that is not positive definite or not finite): every row.
+struct RowReach {
+  float lo, hi;
+};
+
+Scratch<RowReach> row_reach(const Gaussians& g, int64_t n) {
+  Scratch<RowReach> reach(n);
+  tinysplat::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const double a = g.conics[3 * i], b = g.conics[3 * i + 1], c = g.conics[3 * i + 2];
+      const double det = a * c - b * b, y = g.means2d[2 * i + 1];
+      const double s = std::log(std::max(static_cast<double>(g.opacities[i]), static_cast<double>(ALPHA_MIN)) * 255.0);
+      const double half_y = std::sqrt(2.0 * (s * (1.0 + 2e-6 * a * c / det) + 1e-5) * a / det) + 0.01;
+      const bool bounded = det > 0.0 && a > 0.0 && half_y <= DBL_MAX && std::abs(y) <= DBL_MAX;
+      reach[i] = bounded ? RowReach{static_cast<float>(y - half_y), static_cast<float>(y + half_y)}
+                         : RowReach{-INFINITY, INFINITY};
+    }
+  });
+  return reach;
+}
+
+// The vectors [first, last] of a tile's pixels (TilePixels) that hold the rows a Gaussian reaches.
+struct VectorRange {
+  int first, last;
+
+  VectorRange(RowReach r, const Plan& plan, int64_t tile, int vectors) {
+    const int ts = plan.tile_size;
+    const float y0 = static_cast<float>(tile / plan.tiles_x * ts) + 0.5f;  // the first row's centre
+    const float top = std::max(std::ceil(r.lo - y0), 0.0f), bottom = std::min(std::floor(r.hi - y0), ts - 1.0f);
+    first = top <= bottom ? static_cast<int>(top) * ts / LANES : vectors;
+    last = top <= bottom ? std::min((static_cast<int>(bottom) + 1) * ts - 1, vectors * LANES - 1) / LANES : -1;
+  }
+};
+
 template <int D>
 void forward(const Plan& plan, const Gaussians& g, const float* background, float* image, float* alpha_img,
-             int32_t* last_img, float* t_final_img) {
+             int32_t* last_img, float* t_final_img, int64_t n_gaussians) {
+  const Scratch<RowReach> reach = row_reach(g, n_gaussians);
   for_each_tile(plan.n_tiles, [&](int64_t t, int64_t) {
     const TilePixels pix(plan, plan.tile_ids[t]);
     const int V = pix.vectors;
@@ -228,13 +287,18 @@ void forward(const Plan& plan, const Gaussians& g, const float* background, floa
     }
     const int64_t start = plan.tile_start[t], count = plan.tile_count[t];
     for (int64_t k = 0; k < count; ++k) {
-      if (k + PREFETCH_AHEAD < count) prefetch_gaussian<D>(g, plan.isect_gids[start + k + PREFETCH_AHEAD]);
+      if (k + PREFETCH_AHEAD < count) {
+        const int64_t ahead = plan.isect_gids[start + k + PREFETCH_AHEAD];
+        prefetch_gaussian<D>(g, ahead);
+        __builtin_prefetch(&reach[ahead]);
+      }
       const int64_t gid = plan.isect_gids[start + k];
       const Gaussian gs(g, gid);
       float col[D];
       for (int d = 0; d < D; ++d) col[d] = g.colors[D * gid + d];
       const int32_t drawn_count = static_cast<int32_t>(k + 1);
-      for (int v = 0; v < V; ++v) {
+      const VectorRange rows(reach[gid], plan, plan.tile_ids[t], V);
+      for (int v = rows.first; v <= rows.last; ++v) {
         vf vis;
         const vf alpha = gs.alpha(pix.x[v] - gs.mx, pix.y[v] - gs.my, vis);
         const vf next_t = T[v] * (1.0f - alpha);
@@ -276,6 +340,7 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
               const float* t_final_img, const float* v_image, const float* v_alpha_img, int64_t n_gaussians,
               float* v_rows) {
   constexpr int K = backward_row_size(D, WithAbsgrad);
+  const Scratch<RowReach> reach = row_reach(g, n_gaussians);
   for_each_tile(plan.n_tiles, [&](int64_t t, int64_t worker) {
     const TilePixels pix(plan, plan.tile_ids[t]);
     const int V = pix.vectors;
@@ -306,7 +371,9 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
       if (k >= PREFETCH_AHEAD) {
         const int64_t ahead = plan.isect_gids[start + k - PREFETCH_AHEAD];
         prefetch_gaussian<D>(g, ahead);
-        __builtin_prefetch(v_rows + (worker * n_gaussians + ahead) * K, 1);
+        __builtin_prefetch(&reach[ahead]);
+        float* row = v_rows + (worker * n_gaussians + ahead) * K;
+        __builtin_prefetch(row, 1), __builtin_prefetch(row + K - 1, 1);
       }
       const int64_t gid = plan.isect_gids[start + k];
       const Gaussian gs(g, gid);
@@ -315,7 +382,8 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
       const int32_t index = static_cast<int32_t>(k);
       vf s_mx{}, s_my{}, s_a{}, s_b{}, s_c{}, s_o{}, s_absx{}, s_absy{}, s_col[D];
       for (int d = 0; d < D; ++d) s_col[d] = vf{};
-      for (int v = 0; v < V; ++v) {
+      const VectorRange rows(reach[gid], plan, plan.tile_ids[t], V);
+      for (int v = rows.first; v <= rows.last; ++v) {
         const vf dx = pix.x[v] - gs.mx, dy = pix.y[v] - gs.my;
         vf vis;
         const vf alpha = gs.alpha(dx, dy, vis);
@@ -353,27 +421,6 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
     }
   });
 }
-
-// The allocator of the tile plan's scratch arrays: a vector of n elements leaves them uninitialised
-// (default-initialised), not zero-filled. Each array is written whole before it is read, and at 200k
-// Gaussians zero-filling them first was a pass over 25 MB.
-template <typename T>
-struct Uninitialized : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = Uninitialized<U>;
-  };
-  template <typename U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-template <typename T>
-using Scratch = std::vector<T, Uninitialized<T>>;
 
 // Where each worker's items go in a counting sort by bucket: counts [workers, buckets] in, each
 // worker's first slot per bucket out (bucket by bucket, worker by worker within it: a stable sort);
@@ -711,7 +758,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_forward(
   at::Tensor last = at::zeros({height, width}, f32.dtype(at::kInt));
   at::Tensor t_final = at::ones({height, width}, f32);
   DISPATCH_CHANNELS(D, forward<kD>(plan, g, bg, image.data_ptr<float>(), alpha.data_ptr<float>(),
-                                   last.data_ptr<int32_t>(), t_final.data_ptr<float>()));
+                                   last.data_ptr<int32_t>(), t_final.data_ptr<float>(), means2d.size(0)));
   return {image, alpha, last, t_final};
 }
 
