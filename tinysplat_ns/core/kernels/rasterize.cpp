@@ -261,9 +261,9 @@ Scratch<RowReach> row_reach(const Gaussians& g, int64_t n) {
 struct VectorRange {
   int first, last;
 
-  VectorRange(RowReach r, const Plan& plan, int64_t tile, int vectors) {
-    const int ts = plan.tile_size;
-    const float y0 = static_cast<float>(tile / plan.tiles_x * ts) + 0.5f;  // the first row's centre
+  VectorRange(RowReach r, const TilePixels& pix, int ts) {
+    const int vectors = pix.vectors;
+    const float y0 = pix.y[0][0];  // the first row's centre
     const float top = std::max(std::ceil(r.lo - y0), 0.0f), bottom = std::min(std::floor(r.hi - y0), ts - 1.0f);
     first = top <= bottom ? static_cast<int>(top) * ts / LANES : vectors;
     last = top <= bottom ? std::min((static_cast<int>(bottom) + 1) * ts - 1, vectors * LANES - 1) / LANES : -1;
@@ -297,7 +297,7 @@ void forward(const Plan& plan, const Gaussians& g, const float* background, floa
       float col[D];
       for (int d = 0; d < D; ++d) col[d] = g.colors[D * gid + d];
       const int32_t drawn_count = static_cast<int32_t>(k + 1);
-      const VectorRange rows(reach[gid], plan, plan.tile_ids[t], V);
+      const VectorRange rows(reach[gid], pix, plan.tile_size);
       for (int v = rows.first; v <= rows.last; ++v) {
         vf vis;
         const vf alpha = gs.alpha(pix.x[v] - gs.mx, pix.y[v] - gs.my, vis);
@@ -382,7 +382,7 @@ void backward(const Plan& plan, const Gaussians& g, const float* background, con
       const int32_t index = static_cast<int32_t>(k);
       vf s_mx{}, s_my{}, s_a{}, s_b{}, s_c{}, s_o{}, s_absx{}, s_absy{}, s_col[D];
       for (int d = 0; d < D; ++d) s_col[d] = vf{};
-      const VectorRange rows(reach[gid], plan, plan.tile_ids[t], V);
+      const VectorRange rows(reach[gid], pix, plan.tile_size);
       for (int v = rows.first; v <= rows.last; ++v) {
         const vf dx = pix.x[v] - gs.mx, dy = pix.y[v] - gs.my;
         vf vis;
