@@ -233,6 +233,16 @@ struct Gaussian {
   }
 };
 
+// The largest sigma at which a Gaussian of this opacity still draws (alpha >= 1/255): log(255 o).
+inline double sigma_max(float opacity) {
+  return std::log(std::max(static_cast<double>(opacity), static_cast<double>(ALPHA_MIN)) * 255.0);
+}
+
+// s widened by a millionth of the quadratic terms' size at the rim (2 s a c / det, large for a thin
+// Gaussian) and by 1e-5: more than float32 rounding moves the kernels' sigma, so an ellipse bounded with
+// it keeps every pixel that the per-pixel test draws.
+inline double widened(double s, double a, double c, double det) { return s * (1.0 + 2e-6 * a * c / det) + 1e-5; }
+
 // The pixel rows a Gaussian can draw in: centres y in [lo, hi], its alpha >= 1/255 ellipse's extent
 // in y, widened as row_tiles widens it (and by a hundredth of a pixel), so that a tile's loops over its
 // pixels skip the vectors of rows it cannot draw in, whose pixels would have left everything as it was.
@@ -247,8 +257,7 @@ Scratch<RowReach> row_reach(const Gaussians& g, int64_t n) {
     for (int64_t i = begin; i < end; ++i) {
       const double a = g.conics[3 * i], b = g.conics[3 * i + 1], c = g.conics[3 * i + 2];
       const double det = a * c - b * b, y = g.means2d[2 * i + 1];
-      const double s = std::log(std::max(static_cast<double>(g.opacities[i]), static_cast<double>(ALPHA_MIN)) * 255.0);
-      const double half_y = std::sqrt(2.0 * (s * (1.0 + 2e-6 * a * c / det) + 1e-5) * a / det) + 0.01;
+      const double half_y = std::sqrt(2.0 * widened(sigma_max(g.opacities[i]), a, c, det) * a / det) + 0.01;
       const bool bounded = det > 0.0 && a > 0.0 && half_y <= DBL_MAX && std::abs(y) <= DBL_MAX;
       reach[i] = bounded ? RowReach{static_cast<float>(y - half_y), static_cast<float>(y + half_y)}
                          : RowReach{-INFINITY, INFINITY};
@@ -541,8 +550,7 @@ void tile_rects(int64_t begin, int64_t end, const float* __restrict m, const flo
   const double ts = static_cast<double>(tile_size), last_x = width - 1.0, last_y = height - 1.0;
   for (int64_t first = begin; first < end; first += BLOCK) {
     const int64_t n = std::min(BLOCK, end - first);
-    for (int64_t i = first; i < first + n; ++i)
-      s_max[i] = std::log(std::max(static_cast<double>(op[i]), static_cast<double>(ALPHA_MIN)) * 255.0);
+    for (int64_t i = first; i < first + n; ++i) s_max[i] = sigma_max(op[i]);
     for (int64_t i = first; i < first + n; ++i) {
       const double a = cn[3 * i], b = cn[3 * i + 1], c = cn[3 * i + 2], o = op[i];
       const double u = m[2 * i], v = m[2 * i + 1];
@@ -571,9 +579,7 @@ void tile_rects(int64_t begin, int64_t end, const float* __restrict m, const flo
 // pixel centre (u + dx, v + dy) the ellipse is a dx^2 + 2 b dx dy + c dy^2 <= 2 s; along a pixel row (dy
 // fixed) it spans dx = (-b dy +- sqrt(2 s a - det dy^2)) / a, widest to the right at
 // dy = -b sqrt(2 s / (det c)) and to the left at the opposite dy, so over a tile row's pixel centres
-// each end lies at that dy clamped into them. s is widened by a millionth of the quadratic terms' size
-// at the rim (2 s a c / det, large for a thin Gaussian) and by 1e-5: more than float32 rounding moves
-// the kernels' sigma, so the rows keep every pixel that the per-pixel test draws.
+// each end lies at that dy clamped into them, with s widened (`widened`).
 // rasterize_torch._row_tiles computes the same, operation for operation.
 void row_tiles(int64_t i, const int32_t* rect, const float* __restrict m, const float* __restrict cn,
                const double* __restrict s_max, int64_t width, int64_t height, int64_t tile_size,
@@ -585,7 +591,7 @@ void row_tiles(int64_t i, const int32_t* rect, const float* __restrict m, const 
     for (int32_t y = 0; y < ny; ++y) out[y] = {x0, nx};
     return;
   }
-  const double s = s_max[i] * (1.0 + 2e-6 * a * c / det) + 1e-5;
+  const double s = widened(s_max[i], a, c, det);
   const double half_y = std::sqrt(2.0 * s * a / det), turn = b * std::sqrt(2.0 * s / (det * c));
   const double ts = static_cast<double>(tile_size), last_x = static_cast<double>(x0 + nx - 1);
   for (int32_t y = 0; y < ny; ++y) {
