@@ -331,6 +331,17 @@ def keep_freed_memory() -> None:
         pass
 
 
+def _inductor_options() -> dict:
+    """Inductor's loops at most 256 bits wide. Where it picks 512-bit vectors (an Intel Xeon with AVX-512
+    and AMX, 2026-12-07), its code for these kernels wrote past a buffer: glibc aborted on a corrupted heap
+    in test_matches_dense_reference[torch-*], which passes eagerly and with 256-bit loops. Asked when the
+    first kernel compiles, as Inductor itself asks (a cached dry-run build)."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    return {"cpp.simdlen": 256} if isa and isa.bit_width() > 256 else {}
+
+
 class _Kernel:
     """A per-row kernel run through `torch.compile`, which fuses its dozen elementwise passes into
     one C++ loop (no temporaries), when that works here; eagerly otherwise, or with
@@ -341,15 +352,18 @@ class _Kernel:
 
     def __init__(self, fn):
         self.eager = fn
-        self.compiled = torch.compile(fn, dynamic=True) if os.environ.get("TINYSPLAT_COMPILE", "1") != "0" else None
+        self.compiles = os.environ.get("TINYSPLAT_COMPILE", "1") != "0"
+        self.compiled = None
 
     def __call__(self, *args):
         if _Kernel.failed:
             self.compiled = None
-        if self.compiled is not None:
+        elif self.compiles:
             # Inductor's C++ build notes that no CUDA runtime exists, which is expected on a CPU.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.eager, dynamic=True, options=_inductor_options())
                 return self.compiled(*args)
             except Exception as e:  # no C++ compiler, an unsupported platform, ...
                 first = str(e).strip().splitlines()[:1] or [""]
