@@ -452,7 +452,6 @@ class TinySplatModel(SplatfactoModel):
             width=width,
             height=height,
             sh_degree=sh_degree,
-            backgrounds=background[None],  # composited in the rasterizer: 3 passes over the image fewer, each way
             render_mode=render_mode,
             rasterize_mode=self.config.rasterize_mode,
             absgrad=self.strategy.uses_absgrad,
@@ -462,7 +461,7 @@ class TinySplatModel(SplatfactoModel):
             self.info = info
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info)
 
-        rgb = render[..., :3]
+        rgb = render[..., :3] + (1 - alpha) * background
         if not self.training:
             # 3DGS trains on the unclamped render: a clamp there gives no gradient to a pixel brighter than
             # 1, so a bright floater over white, or an overshoot in a highlight, is never corrected
